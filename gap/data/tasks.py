@@ -1,0 +1,125 @@
+"""The 12 evaluation tasks in the GAP authors' format (`prompt_style=gap`).
+
+Each task turns one row of its JSONL file (hub field names) into an `Example`, or drops the row as the
+authors' loader did. Evaluation takes the first `limit` examples that remain, in file order.
+"""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gap.data.jsonl import read_jsonl
+from gap.errors import DataError
+from gap.scoring.text import normalize_reply
+
+
+@dataclass
+class Example:
+    index: int                       # row in the task's file
+    context: str
+    choices: list[str] | None = None  # classification
+    label: int | None = None
+    target: str | None = None         # dialogue: the normalised last turn
+
+
+def _piqa(row):
+    return Example(0, row["goal"], [" " + row["sol1"], " " + row["sol2"]], int(row["label"]))
+
+
+def _hellaswag(row):
+    return Example(0, row["ctx"], [" " + e for e in row["endings"]], int(row["label"]))
+
+
+def _arc(row):
+    texts, labels = row["choices"]["text"], row["choices"]["label"]
+    if len(texts) != 4:  # the authors kept only 4-choice questions
+        return None
+    return Example(0, row["question"], [" " + t for t in texts], labels.index(row["answerKey"]))
+
+
+def _copa(row):
+    return Example(0, row["premise"], [" " + row["choice1"], " " + row["choice2"]], int(row["label"]))
+
+
+def _winogrande(row):
+    before, after = row["sentence"].split("_", 1)
+    return Example(0, before.rstrip(), [" " + row["option1"] + after, " " + row["option2"] + after],
+                   int(row["answer"]) - 1)
+
+
+_MATH_QA_OPTION = re.compile(r"[abcd] \) .*?, |e \) .*?$")
+
+
+def _math_qa(row):
+    """Options `a ) x , b ) y , ... e ) z`: the text after `a ) `, trailing ` ,` stripped."""
+    choices = [m[4:].rstrip(" ,") for m in _MATH_QA_OPTION.findall(row["options"])]
+    return Example(0, row["Problem"], choices, "abcde".index(row["correct"]))
+
+
+def _pubmed_qa(row):
+    context = f"Context: {row['abstract']}\nQuestion: {row['question']}\nAnswer:"
+    return Example(0, context, [" yes", " maybe", " no"], ["yes", "maybe", "no"].index(row["final_decision"]))
+
+
+def dialogue_prompt(turns: list[str]) -> str:
+    """`User 1: ...\\nUser 2: ...\\n` alternately, ending with the next speaker's tag."""
+    lines = [f"User {i % 2 + 1}: {normalize_reply(turn)}\n" for i, turn in enumerate(turns)]
+    return "".join(lines) + f"User {len(turns) % 2 + 1}:"
+
+
+def _dialogue(row):
+    turns = row["turns"]
+    if len(turns) < 2:
+        return None
+    return Example(0, dialogue_prompt(turns[:-1]), target=normalize_reply(turns[-1]))
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str                       # "classification" | "dialogue"
+    fields: tuple[str, ...]         # required in every row
+    make: Callable[[dict], Example | None]
+
+
+TASKS = {t.name: t for t in [
+    Task("piqa", "classification", ("goal", "sol1", "sol2", "label"), _piqa),
+    Task("hellaswag", "classification", ("ctx", "endings", "label"), _hellaswag),
+    Task("arc_easy", "classification", ("question", "choices", "answerKey"), _arc),
+    Task("arc_challenge", "classification", ("question", "choices", "answerKey"), _arc),
+    Task("copa", "classification", ("premise", "choice1", "choice2", "label"), _copa),
+    Task("winogrande", "classification", ("sentence", "option1", "option2", "answer"), _winogrande),
+    Task("math_qa", "classification", ("Problem", "options", "correct"), _math_qa),
+    Task("pubmed_qa", "classification", ("question", "abstract", "final_decision"), _pubmed_qa),
+    *[Task(name, "dialogue", ("turns",), _dialogue) for name in
+      ("wizard_of_wikipedia", "empathetic_dialogues", "blended_skill_talk", "wizard_of_internet")],
+]}
+CLASSIFICATION = [n for n, t in TASKS.items() if t.kind == "classification"]
+DIALOGUE = [n for n, t in TASKS.items() if t.kind == "dialogue"]
+
+
+def check_task_names(names) -> None:
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise DataError(f"unknown task {unknown[0]!r}; valid tasks: {', '.join(TASKS)}")
+
+
+def task_file(data_dir: Path, task: str, split: str) -> Path:
+    return Path(data_dir) / "tasks" / task / f"{split}.jsonl"
+
+
+def load_examples(data_dir: Path, task: str, split: str, limit: int | None, start: int = 0) -> list[Example]:
+    """Examples `start .. start+limit` of a task split after the authors' filters, in file order."""
+    check_task_names([task])
+    spec, path = TASKS[task], task_file(data_dir, task, split)
+    examples = []
+    for number, row in enumerate(read_jsonl(path)):
+        missing = [f for f in spec.fields if row.get(f) is None]
+        if missing:
+            raise DataError(f"{path}:{number + 1}: missing field {missing[0]!r} "
+                            f"(a {task} row needs {', '.join(spec.fields)})")
+        example = spec.make(row)
+        if example is not None:
+            example.index = number
+            examples.append(example)
+    return examples[start:None if limit is None else start + limit]

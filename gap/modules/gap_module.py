@@ -1,0 +1,110 @@
+"""The LightningModule: the ascent step (the inverted LM loss) and the 12-task evaluation hooks."""
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
+from gap.scoring.generation import greedy_generate
+from gap.scoring.loglikelihood import continuation_logprobs
+from gap.scoring.text import unigram_f1
+
+SIGNS = {"gap": -1.0, "mle": 1.0}  # the step minimises sign * NLL: gap raises the NLL, mle lowers it
+
+
+class GAPModule(L.LightningModule):
+    """Wraps a causal LM. Training: one sample, loss = sign * mean token NLL. Validation: each batch of
+    a task goes to choice scoring (classification) or to greedy generation (dialogue); every finished
+    evaluation is appended to `evaluations` with its metrics and per-example predictions."""
+
+    def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
+                 max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",)):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.tasks, self.method = list(tasks), method
+        self.lr, self.betas = lr, tuple(betas)
+        self.max_length, self.max_new_tokens, self.stops = max_length, max_new_tokens, list(stops)
+        names = [f"{t}/{m}" for t in self.tasks
+                 for m in (("acc",) if TASKS[t].kind == "classification" else ("f1", "loss"))]
+        self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
+        self.evaluations: list[dict] = []
+        self.last_train_nll: float | None = None
+        self.diverged = False
+        self._predictions: dict[str, list[dict]] = {}
+
+    # ---- the ascent step -------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        nll = self.model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        self.last_train_nll = nll.item()
+        if not torch.isfinite(nll):  # skip the update, stop, and let the run report it as diverged
+            self.diverged = True
+            self.trainer.should_stop = True
+            return None
+        self.log("train/nll", nll, on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
+        return SIGNS[self.method] * nll
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def _metric(self, task, name) -> MeanMetric:
+        return self.metrics[f"{task}__{name}"]
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Evaluation batches hold token lists, which the scoring engine moves itself."""
+        if isinstance(batch, list):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        task = self.tasks[dataloader_idx]
+        records = self._classify(batch) if TASKS[task].kind == "classification" else self._converse(batch)
+        self._predictions.setdefault(task, []).extend(records)
+
+    def _classify(self, items) -> list[dict]:
+        pairs = [(it.context, choice) for it in items for choice in it.continuations]
+        scores = iter(continuation_logprobs(self.model, pairs, self.tokenizer.pad_token_id, self.max_length))
+        records = []
+        for it in items:
+            lls = [sum(next(scores)) for _ in it.continuations]
+            pred = max(range(len(lls)), key=lls.__getitem__)  # first of ties, as the authors' argmin
+            self._metric(it.task, "acc").update(float(pred == it.example.label))
+            records.append({"index": it.example.index, "label": it.example.label, "pred": pred,
+                            "loglikelihoods": lls})
+        return records
+
+    def _converse(self, items) -> list[dict]:
+        pairs = [(it.context, it.continuations[0]) for it in items]
+        token_lls = continuation_logprobs(self.model, pairs, self.tokenizer.pad_token_id, self.max_length)
+        # the authors' prompts kept their right padding unless they filled max_length
+        trailing_pad = [len(it.context) < self.max_length for it in items]
+        replies = greedy_generate(self.model, self.tokenizer, [it.context for it in items],
+                                  self.max_new_tokens, self.stops, trailing_pad)
+        records = []
+        for it, lls, reply in zip(items, token_lls, replies):
+            f1 = unigram_f1(reply, it.target_text)
+            self._metric(it.task, "f1").update(f1)
+            self._metric(it.task, "loss").update(-sum(lls) / len(lls), weight=len(lls))
+            records.append({"index": it.example.index, "target": it.example.target, "pred": reply, "f1": f1})
+        return records
+
+    def on_validation_epoch_end(self):
+        metrics = {}
+        for key, metric in self.metrics.items():
+            metrics[key.replace("__", "/")] = metric.compute().item()
+            metric.reset()
+        for name, tasks, metric in (("avg/classification_acc", CLASSIFICATION, "acc"),
+                                    ("avg/dialog_f1", DIALOGUE, "f1")):
+            values = [metrics[f"{t}/{metric}"] for t in tasks if t in self.tasks]
+            if values:
+                metrics[name] = sum(values) / len(values)
+        if not self.trainer.sanity_checking:
+            self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1)
+            predictions = {t: sorted(self._predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}
+            self.evaluations.append({
+                "epoch": None if self.trainer.state.fn == "validate" else self.current_epoch,
+                "step": self.global_step,
+                "train_nll": self.last_train_nll,
+                "metrics": metrics,
+                "predictions": predictions,
+            })
+        self._predictions = {}

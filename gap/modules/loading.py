@@ -1,0 +1,123 @@
+"""Loading a causal LM and its tokenizer: hub id, local directory, GGUF file, or built in-process.
+
+Every model leaves here in the state GAP needs: dropout off, a pad token, left truncation (the
+authors kept the end of over-long inputs), and no quantisation metadata, so a model dequantised from
+GGUF trains and saves as an ordinary Hugging Face checkpoint.
+"""
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from gap.errors import ConfigError, ModelLoadError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_model_config(model_cfg) -> None:
+    """Refuse a model entry that cannot load, before anything is read from disk or the network."""
+    if model_cfg.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={model_cfg.dtype!r} is not a dtype; valid: {', '.join(DTYPES)}")
+    if model_cfg.get("random_init") is None and not model_cfg.get("path"):
+        raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
+    gguf = model_cfg.get("gguf_file")
+    if gguf and not (Path(model_cfg.path) / gguf).is_file():
+        raise ConfigError(f"GGUF file not found: {Path(model_cfg.path) / gguf} "
+                          f"(for the embedded model run `make model`)")
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(cls, model_cfg, **kwargs):
+    """`cls.from_pretrained` that fails at once, with a clear message, when the hub is needed but down.
+
+    transformers retries an unreachable hub for most of a minute; we first look in the local cache,
+    then check that the hub answers before letting it download.
+    """
+    path = model_cfg.path
+    kwargs.update(revision=model_cfg.get("revision"))
+    if model_cfg.get("gguf_file"):
+        kwargs["gguf_file"] = model_cfg.gguf_file
+    if Path(path).exists():
+        return cls.from_pretrained(path, **kwargs)
+    try:
+        return cls.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise ModelLoadError(
+            f"model {path!r} is neither a local path nor in the Hugging Face cache, and the hub cannot be "
+            f"reached; download it where there is network (it lands in the HF cache) or set model.path "
+            f"to a local directory") from None
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"could not load model {path!r}: {err}") from None
+
+
+def _byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 bytes + end-of-text), built in memory with no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab["<|endoftext|>"] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+def load_tokenizer(model_cfg):
+    """The model's tokenizer, padded with EOS when it has no pad token, truncating on the left."""
+    if model_cfg.get("random_init") is not None:
+        tokenizer = _byte_tokenizer()
+    else:
+        tokenizer = _from_pretrained(AutoTokenizer, model_cfg)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"
+    return tokenizer
+
+
+def _disable_dropout(model) -> None:
+    for key, value in model.config.to_dict().items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(model.config, key, 0.0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def load_model(model_cfg, tokenizer):
+    """The causal LM of a model entry, in `model.dtype`, ready for GAP."""
+    dtype = DTYPES[model_cfg.dtype]
+    if model_cfg.get("random_init") is not None:
+        torch.manual_seed(model_cfg.random_init.seed)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=model_cfg.random_init.hidden_size,
+                             intermediate_size=4 * model_cfg.random_init.hidden_size,
+                             num_hidden_layers=model_cfg.random_init.layers,
+                             num_attention_heads=model_cfg.random_init.heads,
+                             max_position_embeddings=2048, tie_word_embeddings=True,
+                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        model = LlamaForCausalLM(config).to(dtype)
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype)
+    if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights arrive dequantised
+        model.hf_quantizer = None
+        model.is_quantized = False
+        del model.config.quantization_config
+    model.config.pad_token_id = tokenizer.pad_token_id
+    _disable_dropout(model)
+    return model

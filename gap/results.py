@@ -1,0 +1,84 @@
+"""What a run leaves behind: `results.json` and `predictions/<task>.jsonl`, written atomically."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+AVERAGES = {"classification": "avg/classification_acc", "dialog": "avg/dialog_f1"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_predictions(directory: Path, predictions: dict[str, list[dict]]) -> None:
+    for task, records in predictions.items():
+        write_atomic(Path(directory) / f"{task}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def best_epochs(history: list[dict]) -> dict:
+    """The authors' selection: per category, the evaluation with the highest average (first on ties)."""
+    best = {}
+    for category, key in AVERAGES.items():
+        scored = [h for h in history if key in h["metrics"]]
+        if scored:
+            top = max(scored, key=lambda h: h["metrics"][key])
+            best[category] = {"epoch": top["epoch"], "step": top["step"], key: top["metrics"][key]}
+    return best
+
+
+def run_results(status: str, config: dict, evaluations: list[dict], error: str | None = None) -> dict:
+    """The `results.json` document. `evaluations` start with the baseline (epoch None) when it ran."""
+    baseline = next((e for e in evaluations if e["epoch"] is None), None)
+    history = [{k: e[k] for k in ("epoch", "step", "train_nll", "metrics")}
+               for e in evaluations if e["epoch"] is not None]
+    results = {"status": status}
+    if error is not None:
+        results["error"] = error
+    results["config"] = config
+    results["metrics"] = evaluations[-1]["metrics"] if evaluations else {}
+    if history:
+        results["baseline"] = baseline["metrics"] if baseline else None
+        results["history"] = history
+        results["best"] = best_epochs(history)
+    return results
+
+
+def metric_table(results: dict) -> str:
+    """Each task's metric: baseline against the best epoch of its category (plain text)."""
+    metrics, baseline = results["metrics"], results.get("baseline")
+    history = results.get("history", [])
+    best = results.get("best", {})
+    lines = [f"{'metric':<34}{'baseline':>10}{'best':>10}  epoch"] if history else [f"{'metric':<34}{'value':>10}"]
+    for key in sorted(metrics, key=lambda k: (k.startswith("avg/"), k)):
+        if not history:
+            lines.append(f"{key:<34}{metrics[key]:>10.4f}")
+            continue
+        category = "dialog" if any(s in key for s in ("/f1", "/loss", "dialog")) else "classification"
+        chosen = best.get(category)
+        value = next(h["metrics"][key] for h in history if h["epoch"] == chosen["epoch"]) if chosen else float("nan")
+        base = baseline.get(key, float("nan")) if baseline else float("nan")
+        lines.append(f"{key:<34}{base:>10.4f}{value:>10.4f}  {chosen['epoch'] if chosen else '-'}")
+    return "\n".join(lines)
+
+
+class ResultsWriter:
+    """Keeps `results.json` and the predictions of a run directory current after every evaluation."""
+
+    def __init__(self, out_dir: Path, config: dict):
+        self.out_dir, self.config = Path(out_dir), config
+
+    def write(self, status: str, evaluations: list[dict], error: str | None = None) -> dict:
+        results = run_results(status, self.config, evaluations, error)
+        if evaluations:
+            write_predictions(self.out_dir / "predictions", evaluations[-1]["predictions"])
+            if evaluations[0]["epoch"] is None and len(evaluations) > 1:
+                write_predictions(self.out_dir / "predictions" / "baseline", evaluations[0]["predictions"])
+        write_atomic(self.out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        return results

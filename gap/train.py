@@ -1,0 +1,135 @@
+"""One GAP run: evaluate the unchanged model, take ascent steps on one corpus sample, evaluate after each.
+
+`python -m gap.train [overrides]`; `train(cfg)` is the whole run, `main` only hands it the Hydra config.
+"""
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
+from gap.data.evaluation import EvalDataModule
+from gap.data.tasks import check_task_names, load_examples
+from gap.errors import ConfigError, DataError, GapError
+from gap.loggers import finish_loggers, make_loggers
+from gap.modules.gap_module import SIGNS, GAPModule
+from gap.modules.loading import check_model_config, load_model, load_tokenizer
+from gap.results import ResultsWriter, metric_table
+
+log = logging.getLogger("gap")
+PROMPT_STYLES = ("gap",)
+SPLITS = ("validation", "test")
+METHODS = (*SIGNS, "none")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse invalid values before any data or model is read."""
+    def refuse(key, value, valid):
+        raise ConfigError(f"{key}={value!r} is not valid; {valid}")
+
+    if cfg.method.name not in METHODS:
+        refuse("method", cfg.method.name, f"valid: {', '.join(METHODS)}")
+    if cfg.eval.prompt_style not in PROMPT_STYLES:
+        refuse("eval.prompt_style", cfg.eval.prompt_style, f"valid: {', '.join(PROMPT_STYLES)}")
+    if cfg.eval.split not in SPLITS:
+        refuse("eval.split", cfg.eval.split, f"valid: {', '.join(SPLITS)}")
+    if cfg.eval.limit is not None and cfg.eval.limit <= 0:
+        refuse("eval.limit", cfg.eval.limit, "it must be a positive number of examples (or null for all)")
+    if cfg.eval.batch_size < 1:
+        refuse("eval.batch_size", cfg.eval.batch_size, "it must be at least 1")
+    if cfg.method.name != "none" and not cfg.optim.lr > 0:
+        refuse("optim.lr", cfg.optim.lr, "the learning rate must be positive")
+    if not cfg.tasks.include:
+        refuse("tasks.include", list(cfg.tasks.include), "name at least one task")
+    check_task_names(cfg.tasks.include)
+    check_model_config(cfg.model)
+    if not Path(cfg.paths.data_dir).is_dir():
+        raise DataError(f"data folder not found: {cfg.paths.data_dir} "
+                        f"(set GAP_DATA_DIR or paths.data_dir to the folder holding tasks/ and corpora/)")
+
+
+def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
+    """The evaluation examples of every task and the corpus samples: read (and checked) before loading a model."""
+    examples = {t: load_examples(cfg.paths.data_dir, t, cfg.eval.split, cfg.eval.limit) for t in cfg.tasks.include}
+    texts = None
+    if cfg.method.name != "none":
+        texts = select_samples(read_corpus(cfg.corpus.path, cfg.corpus.text_field),
+                               cfg.corpus.index, cfg.corpus.num_samples, cfg.corpus.name)
+    return examples, texts
+
+
+class _WriteAfterEvaluation(L.Callback):
+    def __init__(self, writer: ResultsWriter):
+        self.writer = writer
+
+    def on_validation_end(self, trainer, pl_module):
+        self.writer.write("running", pl_module.evaluations)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one job and return its `results.json` document (also written to `paths.output_dir`)."""
+    check_config(cfg)
+    examples, texts = read_inputs(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    writer = ResultsWriter(out_dir, OmegaConf.to_container(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(cfg.model)
+    corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
+    model = load_model(cfg.model, tokenizer)
+    evaldata = EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size)
+    module = GAPModule(model, tokenizer, cfg.tasks.include, cfg.method.name, cfg.get("optim", {}).get("lr", 0.0),
+                       tuple(cfg.get("optim", {}).get("betas", (0.9, 0.98))), cfg.model.max_length,
+                       cfg.eval.max_new_tokens)
+    loggers = make_loggers(cfg.get("logger"))
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False,
+                          callbacks=[*callbacks, _WriteAfterEvaluation(writer)])
+    try:
+        trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
+        if corpus is not None:
+            trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
+                        val_dataloaders=evaldata.val_dataloader())
+    except BaseException as err:
+        writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        finish_loggers(loggers)
+    status = "diverged" if module.diverged else "ok"
+    results = writer.write(status, module.evaluations,
+                           error="non-finite training loss" if module.diverged else None)
+    if cfg.save_checkpoint:
+        model.save_pretrained(out_dir / "checkpoint")
+        tokenizer.save_pretrained(out_dir / "checkpoint")
+    print(metric_table(results))
+    print(f"results: {out_dir / 'results.json'}")
+    return results
+
+
+def run_cli(job, cfg: DictConfig) -> None:
+    """Run a job; a `GapError` becomes one `error:` line and exit code 2 (bad input) or 1, with a failed
+    `results.json` left in the run directory."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*`past_key_values`.*")
+    try:
+        job(cfg)
+    except GapError as err:
+        try:
+            ResultsWriter(Path(cfg.paths.output_dir), OmegaConf.to_container(cfg, resolve=False)).write(
+                "failed", [], error=str(err))
+        finally:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2 if isinstance(err, (ConfigError, DataError)) else 1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run_cli(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,13 +36,14 @@ def best_epochs(history: list[dict]) -> dict:
 def run_results(status: str, config: dict, evaluations: list[dict], error: str | None = None) -> dict:
     """The `results.json` document. `evaluations` start with the baseline (epoch None) when it ran."""
     baseline = next((e for e in evaluations if e["epoch"] is None), None)
-    history = [{k: e[k] for k in ("epoch", "step", "train_nll", "metrics")}
+    history = [{k: e[k] for k in ("epoch", "step", "train_nll", "metrics", "seconds")}
                for e in evaluations if e["epoch"] is not None]
     results = {"status": status}
     if error is not None:
         results["error"] = error
     results["config"] = config
     results["metrics"] = evaluations[-1]["metrics"] if evaluations else {}
+    results["seconds"] = evaluations[-1]["seconds"] if evaluations else {}  # wall time per task
     if history:
         results["baseline"] = baseline["metrics"] if baseline else None
         results["history"] = history

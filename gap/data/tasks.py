@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gap.data.jsonl import read_jsonl
+from gap.data.jsonl import iter_jsonl
 from gap.errors import DataError
 from gap.scoring.text import normalize_reply
 
@@ -113,13 +113,16 @@ def load_examples(data_dir: Path, task: str, split: str, limit: int | None, star
     check_task_names([task])
     spec, path = TASKS[task], task_file(data_dir, task, split)
     examples = []
-    for number, row in enumerate(read_jsonl(path)):
+    for index, (line, row) in enumerate(iter_jsonl(path)):
         missing = [f for f in spec.fields if row.get(f) is None]
         if missing:
-            raise DataError(f"{path}:{number + 1}: missing field {missing[0]!r} "
+            raise DataError(f"{path}:{line}: missing field {missing[0]!r} "
                             f"(a {task} row needs {', '.join(spec.fields)})")
-        example = spec.make(row)
+        try:
+            example = spec.make(row)
+        except (ValueError, IndexError, KeyError, TypeError) as err:
+            raise DataError(f"{path}:{line}: a {task} row that cannot be formatted ({type(err).__name__}: {err})")
         if example is not None:
-            example.index = number
+            example.index = index
             examples.append(example)
     return examples[start:None if limit is None else start + limit]

@@ -1,4 +1,6 @@
 """The LightningModule: the ascent step (the inverted LM loss) and the 12-task evaluation hooks."""
+import time
+
 import lightning as L
 import torch
 from torchmetrics import MeanMetric
@@ -25,11 +27,12 @@ class GAPModule(L.LightningModule):
         self.max_length, self.max_new_tokens, self.stops = max_length, max_new_tokens, list(stops)
         names = [f"{t}/{m}" for t in self.tasks
                  for m in (("acc",) if TASKS[t].kind == "classification" else ("f1", "loss"))]
-        self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
+        self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric().set_dtype(torch.float64) for n in names})
         self.evaluations: list[dict] = []
         self.last_train_nll: float | None = None
         self.diverged = False
         self._predictions: dict[str, list[dict]] = {}
+        self._seconds: dict[str, float] = {}
 
     # ---- the ascent step -------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -57,7 +60,9 @@ class GAPModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         task = self.tasks[dataloader_idx]
+        start = time.perf_counter()
         records = self._classify(batch) if TASKS[task].kind == "classification" else self._converse(batch)
+        self._seconds[task] = self._seconds.get(task, 0.0) + time.perf_counter() - start
         self._predictions.setdefault(task, []).extend(records)
 
     def _classify(self, items) -> list[dict]:
@@ -105,6 +110,7 @@ class GAPModule(L.LightningModule):
                 "step": self.global_step,
                 "train_nll": self.last_train_nll,
                 "metrics": metrics,
+                "seconds": {t: round(s, 3) for t, s in self._seconds.items()},
                 "predictions": predictions,
             })
-        self._predictions = {}
+        self._predictions, self._seconds = {}, {}

@@ -1,0 +1,121 @@
+"""The evaluation engine against plain references: batching, padding and order must not change results."""
+import torch
+
+from gap.data.evaluation import EvalDataModule, tokenize_example
+from gap.data.tasks import load_examples
+from gap.modules.gap_module import GAPModule
+from gap.scoring.batching import left_pad, length_sorted_batches
+from gap.scoring.generation import greedy_generate
+from gap.scoring.loglikelihood import continuation_logprobs
+
+
+def reference_logprobs(model, context, continuation):
+    """One unpadded sequence, full forward, log-softmax over every position: the obvious way."""
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = model(input_ids=ids).logits[0].float().log_softmax(-1)
+    return [logprobs[len(context) + i - 1, tok].item() for i, tok in enumerate(continuation)]
+
+
+def test_left_pad_aligns_ends_and_positions():
+    ids, mask, pos = left_pad([[5, 6, 7], [8]], pad_id=0, device="cpu")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_length_sorted_batches_cover_every_item_once_longest_first():
+    batches = length_sorted_batches([3, 9, 1, 9, 5], batch_size=2)
+    assert batches == [[1, 3], [4, 0], [2]]
+
+
+def test_batched_scoring_equals_one_at_a_time_reference(tiny, data_dir):
+    model, tok = tiny
+    pairs = []
+    for task in ("copa", "hellaswag", "winogrande"):
+        for ex in load_examples(data_dir, task, "validation", 3):
+            item = tokenize_example(task, ex, tok, 512)
+            pairs += [(item.context, c) for c in item.continuations]
+    batched = continuation_logprobs(model, pairs, tok.pad_token_id, 512)
+    for (ctx, cont), got in zip(pairs, batched):
+        want = reference_logprobs(model, ctx, cont)
+        assert len(got) == len(cont)
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+
+
+def test_scoring_keeps_the_last_max_length_tokens(tiny):
+    model, tok = tiny
+    ctx, cont = list(range(10, 60)), [61, 62, 63]
+    got = continuation_logprobs(model, [(ctx, cont)], tok.pad_token_id, max_length=20)[0]
+    want = reference_logprobs(model, ctx[-17:], cont)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny, data_dir):
+    model, tok = tiny
+    prompts = [tokenize_example("wizard_of_wikipedia", ex, tok, 512).context
+               for ex in load_examples(data_dir, "wizard_of_wikipedia", "validation", 4)]
+    prompts = [p[-40 - 7 * i:] for i, p in enumerate(prompts)]  # different lengths: real left padding
+    quirk = [True, False, True, False]
+    batched = greedy_generate(model, tok, prompts, 6, ["\nUser "], quirk)
+    single = [greedy_generate(model, tok, [p], 6, ["\nUser "], [q])[0] for p, q in zip(prompts, quirk)]
+    assert batched == single
+    assert any(batched)
+
+
+def test_generation_matches_a_naive_greedy_loop(tiny):
+    """KV-cached generation picks the same tokens as re-running the whole sequence each step."""
+    model, tok = tiny
+    prompt = tok("User 1: Hello there.\nUser 2:").input_ids
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(8):
+            seq.append(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax().item())
+    want = tok.decode(seq[len(prompt):], skip_special_tokens=True)
+    assert greedy_generate(model, tok, [prompt], 8, stops=[]) == [want]
+
+
+def test_generation_cuts_at_the_stop_string(tiny):
+    model, tok = tiny
+    prompt = tok("abc").input_ids
+    full = greedy_generate(model, tok, [prompt], 12, stops=[])[0]
+    stop = full[3:5]
+    cut = greedy_generate(model, tok, [prompt], 12, stops=[stop])[0]
+    assert cut == full.split(stop)[0]
+
+
+def _validate(model, tok, examples, batch_size):
+    import lightning as L
+
+    data = EvalDataModule(examples, tok, 512, batch_size)
+    module = GAPModule(model, tok, list(examples), "none", lr=0.0, max_new_tokens=6)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False,
+                        enable_model_summary=False)
+    trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    return module.evaluations[-1]
+
+
+def test_predictions_identical_across_batch_sizes(tiny, data_dir):
+    model, tok = tiny
+    examples = {t: load_examples(data_dir, t, "validation", 7)
+                for t in ("copa", "arc_easy", "math_qa", "empathetic_dialogues")}
+    runs = [_validate(model, tok, examples, bs) for bs in (1, 3, 16)]
+    for task in examples:
+        preds = [[r["pred"] for r in run["predictions"][task]] for run in runs]
+        assert preds[0] == preds[1] == preds[2], task
+        assert [r["index"] for r in runs[0]["predictions"][task]] == [e.index for e in examples[task]]
+    for key in runs[0]["metrics"]:
+        assert abs(runs[0]["metrics"][key] - runs[2]["metrics"][key]) < 1e-5, key
+
+
+def test_metrics_are_the_mean_of_the_predictions(tiny, data_dir):
+    model, tok = tiny
+    examples = {t: load_examples(data_dir, t, "validation", 5) for t in ("piqa", "blended_skill_talk")}
+    run = _validate(model, tok, examples, 2)
+    piqa = run["predictions"]["piqa"]
+    assert run["metrics"]["piqa/acc"] == sum(r["pred"] == r["label"] for r in piqa) / len(piqa)
+    for r in piqa:
+        assert r["pred"] == max(range(2), key=r["loglikelihoods"].__getitem__)
+    bst = run["predictions"]["blended_skill_talk"]
+    assert abs(run["metrics"]["blended_skill_talk/f1"] - sum(r["f1"] for r in bst) / len(bst)) < 1e-6
+    assert run["metrics"]["avg/classification_acc"] == run["metrics"]["piqa/acc"]

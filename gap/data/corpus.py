@@ -37,8 +37,9 @@ def select_samples(texts: list[str], index: int, num_samples: int, name: str) ->
     if num_samples < 1:
         raise ConfigError(f"corpus.num_samples={num_samples} must be at least 1")
     if not 0 <= index or index + num_samples > len(texts):
-        raise ConfigError(f"corpus.index={index} (num_samples={num_samples}) is out of range: corpus "
-                          f"{name!r} has {len(texts)} samples, valid indices 0..{len(texts) - 1}")
+        asked = f"corpus.index={index}" + (f" with corpus.num_samples={num_samples}" if num_samples > 1 else "")
+        raise ConfigError(f"{asked} is out of range: corpus {name!r} has {len(texts)} samples, "
+                          f"valid indices 0..{len(texts) - 1}")
     return texts[index:index + num_samples]
 
 

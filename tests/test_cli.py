@@ -1,0 +1,105 @@
+"""The command line as a user drives it: `python -m gap.train` / `gap.eval` in subprocesses."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
+from tests.conftest import DATA_DIR, ROOT
+
+
+def gap(module, *overrides, tmp_path, env=None, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}", *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("train")
+    proc = gap("gap.train", "model=tiny-random", "eval.limit=2", "trainer.max_epochs=2", "logger=wandb",
+               tmp_path=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_train_writes_the_results_contract(train_run):
+    out, proc = train_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "ok" and "error" not in results
+    assert results["config"]["model"]["name"] == "tiny-random" and results["config"]["corpus"]["index"] == 0
+    keys = {f"{t}/acc" for t in CLASSIFICATION} | {f"{t}/{m}" for t in DIALOGUE for m in ("f1", "loss")}
+    keys |= {"avg/classification_acc", "avg/dialog_f1"}
+    assert set(results["metrics"]) == keys and set(results["baseline"]) == keys
+    history = results["history"]
+    assert [h["epoch"] for h in history] == [0, 1] and [h["step"] for h in history] == [1, 2]
+    assert all(h["train_nll"] > 0 for h in history)
+    assert results["metrics"] == history[-1]["metrics"]
+    accs = [results["metrics"][f"{t}/acc"] for t in CLASSIFICATION]
+    assert results["metrics"]["avg/classification_acc"] == pytest.approx(sum(accs) / len(accs))
+    assert "avg/classification_acc" in proc.stdout  # the printed table
+
+
+def test_train_writes_predictions_per_task(train_run):
+    out, _ = train_run
+    for task in TASKS:
+        rows = [json.loads(line) for line in (out / "predictions" / f"{task}.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+        if task in CLASSIFICATION:
+            assert {"index", "label", "pred", "loglikelihoods"} <= set(rows[0])
+        else:
+            assert {"index", "target", "pred", "f1"} <= set(rows[0])
+        assert (out / "predictions" / "baseline" / f"{task}.jsonl").is_file()
+
+
+def test_train_leaves_an_offline_wandb_run(train_run):
+    out, _ = train_run
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+
+
+def test_eval_writes_metrics_only(tmp_path, data_dir):
+    proc = gap("gap.eval", "model=tiny-random", "eval.limit=3", "tasks.include=[copa,wizard_of_wikipedia]",
+               "logger=none", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and "history" not in results and "baseline" not in results
+    assert set(results["metrics"]) == {"copa/acc", "wizard_of_wikipedia/f1", "wizard_of_wikipedia/loss",
+                                       "avg/classification_acc", "avg/dialog_f1"}
+    assert len((tmp_path / "predictions" / "copa.jsonl").read_text().splitlines()) == 3
+
+
+def bad_input_cases(tmp_path, data_dir):
+    broken = tmp_path / "broken"
+    (broken / "tasks" / "copa").mkdir(parents=True)
+    (broken / "tasks" / "copa" / "validation.jsonl").write_text('{"premise": "a", "choice1": "b"\n')
+    return [
+        (["tasks.include=[copa,sqad]"], "unknown task 'sqad'"),
+        (["corpus.index=1000"], "corpus.index=1000 is out of range"),
+        ([f"paths.data_dir={tmp_path}/nowhere"], "data folder not found"),
+        ([f"paths.data_dir={broken}", "tasks.include=[copa]"], "validation.jsonl:1: malformed JSON"),
+        (["eval.limit=0"], "eval.limit=0"),
+        (["eval.prompt_style=fancy"], "eval.prompt_style='fancy'"),
+    ]
+
+
+def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir):
+    # opt-125m cannot load here (no hub): reaching the model would exit 1 with a model error instead
+    for n, (overrides, message) in enumerate(bad_input_cases(tmp_path, data_dir)):
+        out = tmp_path / f"run{n}"
+        proc = gap("gap.train", "model=opt-125m", "logger=none", *overrides, tmp_path=out,
+                   env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+        assert proc.returncode == 2, (overrides, proc.stderr[-2000:])
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (overrides, last)
+        assert "Traceback" not in proc.stderr
+        assert json.loads((out / "results.json").read_text())["status"] == "failed"
+
+
+def test_unreachable_hub_fails_at_once_with_a_clear_message(tmp_path):
+    proc = gap("gap.eval", "model=opt-350m", "logger=none", "tasks=quick", tmp_path=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "facebook/opt-350m" in last and "hub cannot be reached" in last

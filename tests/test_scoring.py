@@ -56,9 +56,8 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny, data_dir):
     prompts = [tokenize_example("wizard_of_wikipedia", ex, tok, 512).context
                for ex in load_examples(data_dir, "wizard_of_wikipedia", "validation", 4)]
     prompts = [p[-40 - 7 * i:] for i, p in enumerate(prompts)]  # different lengths: real left padding
-    quirk = [True, False, True, False]
-    batched = greedy_generate(model, tok, prompts, 6, ["\nUser "], quirk)
-    single = [greedy_generate(model, tok, [p], 6, ["\nUser "], [q])[0] for p, q in zip(prompts, quirk)]
+    batched = greedy_generate(model, tok, prompts, 6, ["\nUser "])
+    single = [greedy_generate(model, tok, [p], 6, ["\nUser "])[0] for p in prompts]
     assert batched == single
     assert any(batched)
 

@@ -80,10 +80,8 @@ class GAPModule(L.LightningModule):
     def _converse(self, items) -> list[dict]:
         pairs = [(it.context, it.continuations[0]) for it in items]
         token_lls = continuation_logprobs(self.model, pairs, self.tokenizer.pad_token_id, self.max_length)
-        # the authors' prompts kept their right padding unless they filled max_length
-        trailing_pad = [len(it.context) < self.max_length for it in items]
         replies = greedy_generate(self.model, self.tokenizer, [it.context for it in items],
-                                  self.max_new_tokens, self.stops, trailing_pad)
+                                  self.max_new_tokens, self.stops)
         records = []
         for it, lls, reply in zip(items, token_lls, replies):
             f1 = unigram_f1(reply, it.target_text)

@@ -12,23 +12,15 @@ def _cut(text: str, stops: list[str]) -> str:
 
 
 @torch.no_grad()
-def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str],
-                    trailing_pad: list[bool] | None = None) -> list[str]:
+def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                    stops: list[str]) -> list[str]:
     """Greedy continuations of token-id prompts, decoded and cut at the first stop string.
 
     A row finishes at EOS or once its decoded text holds a stop string; the batch stops when all rows
-    have. `trailing_pad[row]` reproduces the GAP authors' generation, whose prompts kept their right
-    padding: the first new token is predicted at a masked pad token (position 1, as transformers 4.x
-    placed it); later tokens take their true positions.
+    have.
     """
-    pad_id = tokenizer.pad_token_id
-    trailing_pad = trailing_pad or [False] * len(prompts)
-    ids, mask, positions = left_pad([p + [pad_id] * t for p, t in zip(prompts, trailing_pad)],
-                                    pad_id, model.device)
-    padded = torch.tensor(trailing_pad, device=model.device)
-    mask[:, -1] = mask[:, -1].masked_fill(padded, 0)
-    positions[:, -1] = positions[:, -1].masked_fill(padded, 1)
-    next_position = torch.tensor([[len(p)] for p in prompts], device=model.device)
+    ids, mask, positions = left_pad(prompts, tokenizer.pad_token_id, model.device)
+    next_position = positions[:, -1:] + 1
     eos = tokenizer.eos_token_id
     generated = [[] for _ in prompts]
     done = [False] * len(prompts)

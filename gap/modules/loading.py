@@ -118,6 +118,9 @@ def load_model(model_cfg, tokenizer):
         model.hf_quantizer = None
         model.is_quantized = False
         del model.config.quantization_config
+    if model.get_input_embeddings().num_embeddings != len(tokenizer):
+        # as the authors did: the softmax then runs over exactly the tokenizer's vocabulary
+        model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     _disable_dropout(model)
     return model

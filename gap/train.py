@@ -42,6 +42,8 @@ def check_config(cfg: DictConfig) -> None:
         refuse("eval.limit", cfg.eval.limit, "it must be a positive number of examples (or null for all)")
     if cfg.eval.batch_size < 1:
         refuse("eval.batch_size", cfg.eval.batch_size, "it must be at least 1")
+    if cfg.eval.max_batch_tokens is not None and cfg.eval.max_batch_tokens < 1:
+        refuse("eval.max_batch_tokens", cfg.eval.max_batch_tokens, "it must be positive (or null: no limit)")
     if cfg.method.name != "none" and not cfg.optim.lr > 0:
         refuse("optim.lr", cfg.optim.lr, "the learning rate must be positive")
     if not cfg.tasks.include:
@@ -63,6 +65,16 @@ def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
     return examples, texts
 
 
+def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
+    return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
+                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens)
+
+
+def make_module(cfg: DictConfig, model, tokenizer) -> GAPModule:
+    return GAPModule(model, tokenizer, cfg.tasks.include, cfg.method.name, cfg.optim.lr, cfg.optim.betas,
+                     cfg.model.max_length, cfg.eval.max_new_tokens, share_context=cfg.eval.share_context)
+
+
 class _WriteAfterEvaluation(L.Callback):
     def __init__(self, writer: ResultsWriter):
         self.writer = writer
@@ -81,10 +93,8 @@ def train(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
     model = load_model(cfg.model, tokenizer)
-    evaldata = EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size)
-    module = GAPModule(model, tokenizer, cfg.tasks.include, cfg.method.name, cfg.get("optim", {}).get("lr", 0.0),
-                       tuple(cfg.get("optim", {}).get("betas", (0.9, 0.98))), cfg.model.max_length,
-                       cfg.eval.max_new_tokens)
+    evaldata = make_evaldata(cfg, examples, tokenizer)
+    module = make_module(cfg, model, tokenizer)
     loggers = make_loggers(cfg.get("logger"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False,

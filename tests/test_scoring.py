@@ -6,7 +6,7 @@ from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.scoring.batching import left_pad, length_sorted_batches
 from gap.scoring.generation import greedy_generate
-from gap.scoring.loglikelihood import continuation_logprobs
+from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
 
 
 def reference_logprobs(model, context, continuation):
@@ -25,8 +25,12 @@ def test_left_pad_aligns_ends_and_positions():
 
 
 def test_length_sorted_batches_cover_every_item_once_longest_first():
-    batches = length_sorted_batches([3, 9, 1, 9, 5], batch_size=2)
-    assert batches == [[1, 3], [4, 0], [2]]
+    assert length_sorted_batches([3, 9, 1, 9, 5], max_items=2) == [[1, 3], [4, 0], [2]]
+
+
+def test_token_budget_puts_more_short_items_in_a_batch():
+    lengths = [100, 100, 10, 10, 10, 10, 10, 300]
+    assert length_sorted_batches(lengths, max_items=8, max_tokens=200) == [[7], [0, 1], [2, 3, 4, 5, 6]]
 
 
 def test_batched_scoring_equals_one_at_a_time_reference(tiny, data_dir):
@@ -83,28 +87,30 @@ def test_generation_cuts_at_the_stop_string(tiny):
     assert cut == full.split(stop)[0]
 
 
-def _validate(model, tok, examples, batch_size):
+def _validate(model, tok, examples, batch_size, share_context=True, max_tokens=None):
     import lightning as L
 
-    data = EvalDataModule(examples, tok, 512, batch_size)
-    module = GAPModule(model, tok, list(examples), "none", lr=0.0, max_new_tokens=6)
+    data = EvalDataModule(examples, tok, 512, batch_size, max_tokens, max_new_tokens=6)
+    module = GAPModule(model, tok, list(examples), "none", lr=0.0, max_new_tokens=6, share_context=share_context)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False,
                         enable_model_summary=False)
     trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
     return module.evaluations[-1]
 
 
-def test_predictions_identical_across_batch_sizes(tiny, data_dir):
+def test_predictions_identical_across_batch_sizes_and_context_sharing(tiny, data_dir):
     model, tok = tiny
     examples = {t: load_examples(data_dir, t, "validation", 7)
-                for t in ("copa", "arc_easy", "math_qa", "empathetic_dialogues")}
+                for t in ("copa", "arc_easy", "math_qa", "pubmed_qa", "empathetic_dialogues")}
     runs = [_validate(model, tok, examples, bs) for bs in (1, 3, 16)]
+    runs += [_validate(model, tok, examples, 16, share_context=False), _validate(model, tok, examples, 16, True, 900)]
     for task in examples:
         preds = [[r["pred"] for r in run["predictions"][task]] for run in runs]
-        assert preds[0] == preds[1] == preds[2], task
+        assert all(p == preds[0] for p in preds), task
         assert [r["index"] for r in runs[0]["predictions"][task]] == [e.index for e in examples[task]]
-    for key in runs[0]["metrics"]:
-        assert abs(runs[0]["metrics"][key] - runs[2]["metrics"][key]) < 1e-5, key
+    for run in runs[1:]:
+        for key in runs[0]["metrics"]:
+            assert abs(runs[0]["metrics"][key] - run["metrics"][key]) < 1e-5, key
 
 
 def test_metrics_are_the_mean_of_the_predictions(tiny, data_dir):
@@ -118,3 +124,39 @@ def test_metrics_are_the_mean_of_the_predictions(tiny, data_dir):
     bst = run["predictions"]["blended_skill_talk"]
     assert abs(run["metrics"]["blended_skill_talk/f1"] - sum(r["f1"] for r in bst) / len(bst)) < 1e-6
     assert run["metrics"]["avg/classification_acc"] == run["metrics"]["piqa/acc"]
+
+
+def test_shared_context_scores_equal_scoring_each_choice_from_scratch(tiny, data_dir):
+    model, tok = tiny
+    requests = []
+    for task in ("hellaswag", "math_qa", "pubmed_qa", "arc_challenge"):
+        for ex in load_examples(data_dir, task, "validation", 3):
+            item = tokenize_example(task, ex, tok, 512)
+            requests.append((item.context, item.continuations))
+    shared = choice_logprobs(model, requests, tok.pad_token_id, 512, share_context=True)
+    for (ctx, choices), got in zip(requests, shared):
+        for cont, scores in zip(choices, got):
+            want = reference_logprobs(model, ctx[-(512 - len(cont)):], cont)
+            assert max(abs(a - b) for a, b in zip(scores, want)) < 1e-4
+
+
+def test_an_overlong_question_falls_back_to_per_choice_truncation(tiny):
+    model, tok = tiny
+    ctx, choices = list(range(10, 40)), [[50, 51], [52, 53, 54, 55, 56]]
+    got = choice_logprobs(model, [(ctx, choices), ([7, 8], [[9]])], tok.pad_token_id, max_length=32)
+    for cont, scores in zip(choices, got[0]):
+        want = reference_logprobs(model, ctx[-(32 - len(cont)):], cont)
+        assert max(abs(a - b) for a, b in zip(scores, want)) < 1e-4
+    assert abs(got[1][0][0] - reference_logprobs(model, [7, 8], [9])[0]) < 1e-4
+
+
+def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir):
+    model, tok = tiny
+    examples = {"wizard_of_internet": load_examples(data_dir, "wizard_of_internet", "validation", 5)}
+    run = _validate(model, tok, examples, 5)
+    items = [tokenize_example("wizard_of_internet", ex, tok, 512) for ex in examples["wizard_of_internet"]]
+    flat = continuation_logprobs(model, [(it.context, it.continuations[0]) for it in items], tok.pad_token_id, 512)
+    want = sum(-sum(lls) for lls in flat) / sum(len(lls) for lls in flat)
+    assert abs(run["metrics"]["wizard_of_internet/loss"] - want) < 1e-4
+    alone = greedy_generate(model, tok, [items[0].context], 6, ["\nUser "])[0]
+    assert run["predictions"]["wizard_of_internet"][0]["pred"] == alone

@@ -16,9 +16,10 @@ class EvalItem:
     continuations: list[list[int]]  # the choices, or [target] for dialogue
     target_text: str | None = None  # dialogue: the target as its tokens decode (what the authors scored)
 
-    @property
-    def length(self) -> int:
-        return len(self.context) + max(len(c) for c in self.continuations)
+    def cost(self, max_new_tokens: int) -> int:
+        """Tokens this example puts through the model: context, every choice or target, the reply."""
+        reply = max_new_tokens if self.target_text is not None else 0
+        return len(self.context) + sum(len(c) for c in self.continuations) + reply
 
 
 def tokenize_example(task: str, example: Example, tokenizer, max_length: int) -> EvalItem:
@@ -37,10 +38,11 @@ def tokenize_example(task: str, example: Example, tokenizer, max_length: int) ->
 class EvalDataModule(L.LightningDataModule):
     """The evaluation tasks, in the order given; examples are read and tokenised once."""
 
-    def __init__(self, examples: dict[str, list[Example]], tokenizer, max_length: int, batch_size: int):
+    def __init__(self, examples: dict[str, list[Example]], tokenizer, max_length: int, batch_size: int,
+                 max_batch_tokens: int | None = None, max_new_tokens: int = 32):
         super().__init__()
         self.tasks = list(examples)
-        self.batch_size = batch_size
+        self.batch_size, self.max_batch_tokens, self.max_new_tokens = batch_size, max_batch_tokens, max_new_tokens
         self.items = {task: [tokenize_example(task, ex, tokenizer, max_length) for ex in exs]
                       for task, exs in examples.items()}
 
@@ -48,6 +50,7 @@ class EvalDataModule(L.LightningDataModule):
         loaders = []
         for task in self.tasks:
             items = self.items[task]
-            batches = length_sorted_batches([it.length for it in items], self.batch_size)
+            batches = length_sorted_batches([it.cost(self.max_new_tokens) for it in items], self.batch_size,
+                                            self.max_batch_tokens)
             loaders.append(DataLoader(items, batch_sampler=batches, collate_fn=list))
         return loaders

@@ -6,8 +6,9 @@ import torch
 from torchmetrics import MeanMetric
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
-from gap.scoring.generation import greedy_generate
-from gap.scoring.loglikelihood import continuation_logprobs
+from gap.scoring.generation import generate_from
+from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
+from gap.scoring.prefill import extend_and_score, prefill
 from gap.scoring.text import unigram_f1
 
 SIGNS = {"gap": -1.0, "mle": 1.0}  # the step minimises sign * NLL: gap raises the NLL, mle lowers it
@@ -19,12 +20,13 @@ class GAPModule(L.LightningModule):
     evaluation is appended to `evaluations` with its metrics and per-example predictions."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
-                 max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",)):
+                 max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",), share_context: bool = True):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.tasks, self.method = list(tasks), method
         self.lr, self.betas = lr, tuple(betas)
         self.max_length, self.max_new_tokens, self.stops = max_length, max_new_tokens, list(stops)
+        self.share_context = share_context
         names = [f"{t}/{m}" for t in self.tasks
                  for m in (("acc",) if TASKS[t].kind == "classification" else ("f1", "loss"))]
         self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric().set_dtype(torch.float64) for n in names})
@@ -66,11 +68,11 @@ class GAPModule(L.LightningModule):
         self._predictions.setdefault(task, []).extend(records)
 
     def _classify(self, items) -> list[dict]:
-        pairs = [(it.context, choice) for it in items for choice in it.continuations]
-        scores = iter(continuation_logprobs(self.model, pairs, self.tokenizer.pad_token_id, self.max_length))
+        scores = choice_logprobs(self.model, [(it.context, it.continuations) for it in items],
+                                 self.tokenizer.pad_token_id, self.max_length, self.share_context)
         records = []
-        for it in items:
-            lls = [sum(next(scores)) for _ in it.continuations]
+        for it, choice_scores in zip(items, scores):
+            lls = [sum(s) for s in choice_scores]
             pred = max(range(len(lls)), key=lls.__getitem__)  # first of ties, as the authors' argmin
             self._metric(it.task, "acc").update(float(pred == it.example.label))
             records.append({"index": it.example.index, "label": it.example.label, "pred": pred,
@@ -78,10 +80,20 @@ class GAPModule(L.LightningModule):
         return records
 
     def _converse(self, items) -> list[dict]:
-        pairs = [(it.context, it.continuations[0]) for it in items]
-        token_lls = continuation_logprobs(self.model, pairs, self.tokenizer.pad_token_id, self.max_length)
-        replies = greedy_generate(self.model, self.tokenizer, [it.context for it in items],
-                                  self.max_new_tokens, self.stops)
+        """Teacher-forced loss of the target and a greedy reply, both from one prefill of the prompt."""
+        pad_id = self.tokenizer.pad_token_id
+        targets = [it.continuations[0] for it in items]
+        state = prefill(self.model, [it.context for it in items], pad_id)
+        token_lls = extend_and_score(self.model, state, list(range(len(items))), targets, pad_id)
+        if max(len(t) for t in targets) > 1:
+            state.cache.crop(-(max(len(t) for t in targets) - 1))  # back to the prompts
+        over = [n for n, it in enumerate(items) if len(it.context) + len(targets[n]) > self.max_length]
+        if over:  # the authors scored (prompt + target)[-max_length:]: a shorter prompt than generation saw
+            flat = continuation_logprobs(self.model, [(items[n].context, targets[n]) for n in over], pad_id,
+                                         self.max_length)
+            for n, lls in zip(over, flat):
+                token_lls[n] = lls
+        replies = generate_from(self.model, self.tokenizer, state, self.max_new_tokens, self.stops)
         records = []
         for it, lls, reply in zip(items, token_lls, replies):
             f1 = unigram_f1(reply, it.target_text)

@@ -1,0 +1,120 @@
+"""`make bench`: the 12-task evaluation of a model, per task: wall time, throughput, padding, FLOP/s, MFU.
+
+    python bench/evaluation.py [eval overrides]       # default: embedded model, 32 examples per task
+
+Writes `bench/results.json` and prints a markdown table. FLOPs are counted from what the engine really
+sends through the model (a forward hook): 2 x non-embedding parameters per real token, 2 x vocabulary x
+width per position that reaches the output layer, and 4 x layers x width per (query, key) pair of
+causal attention. Model FLOP utilisation = achieved FLOP/s / this machine's measured fp32 matmul rate.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gap.data.tasks import TASKS  # noqa: E402
+from gap.modules.loading import load_model, load_tokenizer  # noqa: E402
+from gap.train import check_config, make_evaldata, make_module, read_inputs  # noqa: E402
+
+
+def matmul_rate(size: int = 1024, seconds: float = 3.0) -> float:
+    """Sustained fp32 matmul FLOP/s of this machine at the current thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * size ** 3 * n / (time.perf_counter() - start)
+
+
+class FlopCounter:
+    """Counts real tokens, padded positions and FLOPs of every forward pass of a causal LM."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.layers, self.width = cfg.num_hidden_layers, cfg.hidden_size
+        self.vocab = model.get_output_embeddings().weight.shape[0]
+        embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
+        embeddings |= {id(p) for p in model.get_output_embeddings().parameters()}
+        self.body_params = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+        self.reset()
+        model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def reset(self):
+        self.tokens = self.positions = 0
+        self.flops = 0.0
+
+    def _hook(self, module, args, kwargs, output):
+        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        rows, width = ids.shape
+        mask = torch.ones_like(ids) if mask is None else mask
+        queries = mask[:, -width:].sum(-1).double()
+        keys_before = mask[:, :-width].sum(-1).double()
+        self.tokens += int(queries.sum())
+        self.positions += rows * width
+        pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
+        self.flops += 2 * self.body_params * queries.sum().item() + 4 * self.layers * self.width * pairs
+        self.flops += 2 * self.vocab * self.width * output.logits.shape[0] * output.logits.shape[1]
+
+
+def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
+    cfg = cfg.copy()
+    cfg.tasks.include = [task]
+    data, module = make_evaldata(cfg, {task: examples}, tokenizer), make_module(cfg, model, tokenizer)
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, inference_mode=False)
+    counter.reset()
+    start = time.perf_counter()
+    trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "examples": len(examples), "tokens": counter.tokens,
+            "positions": counter.positions, "flops": counter.flops,
+            "metrics": module.evaluations[-1]["metrics"]}
+
+
+def table(rows: dict, peak: float) -> str:
+    lines = ["| task | wall s | examples/s | real tokens/s | padding | GFLOP/s | MFU |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.2f} | "
+                     f"{r['tokens'] / r['seconds']:.0f} | {1 - r['tokens'] / max(r['positions'], 1):.1%} | "
+                     f"{r['flops'] / r['seconds'] / 1e9:.1f} | {r['flops'] / r['seconds'] / peak:.0%} |")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    check_config(cfg)
+    examples, _ = read_inputs(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, tokenizer).eval()
+    counter = FlopCounter(model)
+    peak = matmul_rate()
+    rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
+    groups = {"classification": [t for t in rows if TASKS[t].kind == "classification"],
+              "dialogue": [t for t in rows if TASKS[t].kind == "dialogue"], "all": list(rows)}
+    for name, tasks in groups.items():
+        if tasks:
+            rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks)
+                                   for k in ("seconds", "examples", "tokens", "positions", "flops")}
+    report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": str(model.device),
+              "threads": torch.get_num_threads(), "matmul_flops_per_s": peak, "tasks": rows}
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, device {model.device}, "
+          f"{torch.get_num_threads()} threads, fp32 matmul {peak / 1e9:.1f} GFLOP/s")
+    print(table(rows, peak))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

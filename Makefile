@@ -11,7 +11,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(abspath ../shared/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model run test test-slow lint clean
+.PHONY: setup model run test test-slow lint clean bench
 
 setup: $(VENV)/.installed
 
@@ -49,3 +49,8 @@ lint: setup
 clean:
 	rm -rf outputs wandb .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# evaluation speed: the embedded model on the 12 tasks, 32 examples each -> bench/results.json + table
+BENCH_ARGS ?= eval.limit=32
+bench: setup model
+	$(PY) bench/evaluation.py logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench

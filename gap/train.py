@@ -22,7 +22,7 @@ from gap.modules.loading import check_model_config, load_model, load_tokenizer
 from gap.results import ResultsWriter, metric_table
 
 log = logging.getLogger("gap")
-PROMPT_STYLES = ("gap",)
+PROMPT_STYLES = ("gap", "harness")
 SPLITS = ("validation", "test")
 METHODS = (*SIGNS, "none")
 
@@ -67,12 +67,14 @@ def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
 
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
     return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
-                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens)
+                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, prompt_style=cfg.eval.prompt_style,
+                          data_dir=cfg.paths.data_dir, split=cfg.eval.split, limit=cfg.eval.limit)
 
 
 def make_module(cfg: DictConfig, model, tokenizer) -> GAPModule:
     return GAPModule(model, tokenizer, cfg.tasks.include, cfg.method.name, cfg.optim.lr, cfg.optim.betas,
-                     cfg.model.max_length, cfg.eval.max_new_tokens, share_context=cfg.eval.share_context)
+                     cfg.model.max_length, cfg.eval.max_new_tokens, share_context=cfg.eval.share_context,
+                     prompt_style=cfg.eval.prompt_style)
 
 
 class _WriteAfterEvaluation(L.Callback):

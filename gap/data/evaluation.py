@@ -1,30 +1,60 @@
 """Evaluation data: one dataloader per task, tokenised once, in length-sorted batches."""
 from dataclasses import dataclass
+from pathlib import Path
+
 import lightning as L
 from torch.utils.data import DataLoader
 
+from gap.data.harness import HarnessExample, encode_pair, harness_examples
 from gap.data.tasks import TASKS, Example
 from gap.scoring.batching import length_sorted_batches
+
+PROMPT_STYLES = ("gap", "harness")
 
 
 @dataclass
 class EvalItem:
     """One example with its token ids: the context, and each choice or the dialogue target."""
     task: str
-    example: Example
+    example: Example | HarnessExample
     context: list[int]
     continuations: list[list[int]]  # the choices, or [target] for dialogue
     target_text: str | None = None  # dialogue: the target as its tokens decode (what the authors scored)
+    contexts: list[list[int]] | None = None  # harness: one context per choice where they differ (winogrande)
 
     def cost(self, max_new_tokens: int) -> int:
         """Tokens this example puts through the model: context, every choice or target, the reply."""
         reply = max_new_tokens if self.target_text is not None else 0
-        return len(self.context) + sum(len(c) for c in self.continuations) + reply
+        contexts = sum(len(c) for c in self.contexts) if self.contexts is not None else len(self.context)
+        return contexts + sum(len(c) for c in self.continuations) + reply
 
 
-def tokenize_example(task: str, example: Example, tokenizer, max_length: int) -> EvalItem:
-    """Token ids as the authors built them: the context and a dialogue target with the tokenizer's
-    special tokens, each choice without; all left-truncated to `max_length`."""
+def _tokenize_harness(task: str, example: HarnessExample, tokenizer, max_length: int) -> EvalItem:
+    """Each request encoded as the harness does (`encode_pair`). The scorer sees at most the last
+    `max_length + 1` tokens of context + continuation (the harness feeds `max_length` and scores the
+    next one), so keeping the last `max_length` context tokens changes nothing."""
+    pairs = [encode_pair(tokenizer, ctx, cont) for ctx, cont in example.requests]
+    contexts = [ctx[-max_length:] for ctx, _ in pairs]
+    shared = all(c == contexts[0] for c in contexts)
+    return EvalItem(task, example, contexts[0], [cont for _, cont in pairs],
+                    contexts=None if shared else contexts)
+
+
+def tokenize_example(task: str, example, tokenizer, max_length: int, prompt_style: str = "gap") -> EvalItem:
+    """Token ids of one example.
+
+    `gap`: as the authors built them: the context and a dialogue target with the tokenizer's special
+    tokens, each choice without; all left-truncated to `max_length`.
+    `harness`: a classification task as lm-evaluation-harness 0.4 encodes it (`gap.data.harness`); a
+    dialogue task has no harness definition and keeps the gap format.
+    """
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style={prompt_style!r}; valid: {', '.join(PROMPT_STYLES)}")
+    if prompt_style == "harness" and TASKS[task].kind == "classification":
+        if not isinstance(example, HarnessExample):
+            raise TypeError(f"prompt_style=harness needs {task!r} examples from gap.data.harness")
+        return _tokenize_harness(task, example, tokenizer, max_length)
+
     def encode(text, special=True):
         return tokenizer(text, truncation=True, max_length=max_length, add_special_tokens=special)["input_ids"]
 
@@ -36,14 +66,24 @@ def tokenize_example(task: str, example: Example, tokenizer, max_length: int) ->
 
 
 class EvalDataModule(L.LightningDataModule):
-    """The evaluation tasks, in the order given; examples are read and tokenised once."""
+    """The evaluation tasks, in the order given; examples are read and tokenised once.
 
-    def __init__(self, examples: dict[str, list[Example]], tokenizer, max_length: int, batch_size: int,
-                 max_batch_tokens: int | None = None, max_new_tokens: int = 32):
+    With `prompt_style="harness"` the classification tasks are read again from `data_dir` (split,
+    limit) as lm-evaluation-harness documents, unless `examples` already holds them: the harness keeps
+    rows the gap format drops (arc's 3- and 5-choice questions). Dialogue tasks keep the gap format.
+    """
+
+    def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
+                 max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap",
+                 data_dir: Path | None = None, split: str = "validation", limit: int | None = None):
         super().__init__()
-        self.tasks = list(examples)
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style={prompt_style!r}; valid: {', '.join(PROMPT_STYLES)}")
+        if prompt_style == "harness":
+            examples = harness_examples(examples, data_dir, split, limit)
+        self.tasks, self.prompt_style = list(examples), prompt_style
         self.batch_size, self.max_batch_tokens, self.max_new_tokens = batch_size, max_batch_tokens, max_new_tokens
-        self.items = {task: [tokenize_example(task, ex, tokenizer, max_length) for ex in exs]
+        self.items = {task: [tokenize_example(task, ex, tokenizer, max_length, prompt_style) for ex in exs]
                       for task, exs in examples.items()}
 
     def val_dataloader(self):

@@ -2,6 +2,7 @@
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from torchmetrics import MeanMetric
 
@@ -20,15 +21,17 @@ class GAPModule(L.LightningModule):
     evaluation is appended to `evaluations` with its metrics and per-example predictions."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
-                 max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",), share_context: bool = True):
+                 max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",), share_context: bool = True,
+                 prompt_style: str = "gap"):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.tasks, self.method = list(tasks), method
         self.lr, self.betas = lr, tuple(betas)
         self.max_length, self.max_new_tokens, self.stops = max_length, max_new_tokens, list(stops)
-        self.share_context = share_context
+        self.share_context, self.prompt_style = share_context, prompt_style
+        accuracies = ("acc", "acc_norm") if prompt_style == "harness" else ("acc",)
         names = [f"{t}/{m}" for t in self.tasks
-                 for m in (("acc",) if TASKS[t].kind == "classification" else ("f1", "loss"))]
+                 for m in (accuracies if TASKS[t].kind == "classification" else ("f1", "loss"))]
         self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric().set_dtype(torch.float64) for n in names})
         self.evaluations: list[dict] = []
         self.last_train_nll: float | None = None
@@ -68,15 +71,36 @@ class GAPModule(L.LightningModule):
         self._predictions.setdefault(task, []).extend(records)
 
     def _classify(self, items) -> list[dict]:
-        scores = choice_logprobs(self.model, [(it.context, it.continuations) for it in items],
-                                 self.tokenizer.pad_token_id, self.max_length, self.share_context)
+        """`acc`: the choice of highest summed log-likelihood. `prompt_style=harness` adds `acc_norm` (the
+        log-likelihood divided by the choice's character length, as lm-evaluation-harness 0.4) and scores
+        windows of `max_length + 1` tokens (the harness feeds `max_length` tokens and scores the next)."""
+        harness = self.prompt_style == "harness"
+        requests, owner = [], []
+        for n, it in enumerate(items):
+            if it.contexts is None:  # one context shared by the choices
+                requests.append((it.context, it.continuations))
+                owner.append(n)
+            else:  # harness multiple-input tasks (winogrande): one context per choice
+                requests += [(ctx, [cont]) for ctx, cont in zip(it.contexts, it.continuations)]
+                owner += [n] * len(it.contexts)
+        scores = choice_logprobs(self.model, requests, self.tokenizer.pad_token_id,
+                                 self.max_length + 1 if harness else self.max_length, self.share_context)
+        per_item = [[] for _ in items]
+        for n, choice_scores in zip(owner, scores):
+            per_item[n].extend(choice_scores)
         records = []
-        for it, choice_scores in zip(items, scores):
+        for it, choice_scores in zip(items, per_item):
             lls = [sum(s) for s in choice_scores]
             pred = max(range(len(lls)), key=lls.__getitem__)  # first of ties, as the authors' argmin
             self._metric(it.task, "acc").update(float(pred == it.example.label))
-            records.append({"index": it.example.index, "label": it.example.label, "pred": pred,
-                            "loglikelihoods": lls})
+            record = {"index": it.example.index, "label": it.example.label, "pred": pred, "loglikelihoods": lls}
+            if harness:
+                lengths = np.array([float(len(c)) for c in it.example.choices])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    pred_norm = int(np.argmax(np.array(lls) / lengths))
+                self._metric(it.task, "acc_norm").update(float(pred_norm == it.example.label))
+                record["pred_norm"] = pred_norm
+            records.append(record)
         return records
 
     def _converse(self, items) -> list[dict]:

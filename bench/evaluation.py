@@ -8,7 +8,6 @@ width per position that reaches the output layer, and 4 x layers x width per (qu
 causal attention. Model FLOP utilisation = achieved FLOP/s / this machine's measured fp32 matmul rate.
 """
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gap.data.tasks import TASKS
+from gap.modules.loading import load_model, load_tokenizer
+from gap.train import check_config, make_evaldata, make_module, read_inputs
 
-from gap.data.tasks import TASKS  # noqa: E402
-from gap.modules.loading import load_model, load_tokenizer  # noqa: E402
-from gap.train import check_config, make_evaldata, make_module, read_inputs  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_rate(size: int = 1024, seconds: float = 3.0) -> float:
@@ -82,7 +80,8 @@ def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
 
 
 def table(rows: dict, peak: float) -> str:
-    lines = ["| task | wall s | examples/s | real tokens/s | padding | GFLOP/s | MFU |", "|---|---|---|---|---|---|---|"]
+    lines = ["| task | wall s | examples/s | real tokens/s | padding | GFLOP/s | MFU |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.2f} | "
                      f"{r['tokens'] / r['seconds']:.0f} | {1 - r['tokens'] / max(r['positions'], 1):.1%} | "

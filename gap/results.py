@@ -44,6 +44,8 @@ def run_results(status: str, config: dict, evaluations: list[dict], error: str |
     results["config"] = config
     results["metrics"] = evaluations[-1]["metrics"] if evaluations else {}
     results["seconds"] = evaluations[-1]["seconds"] if evaluations else {}  # wall time per task
+    if baseline and "cached" in baseline:
+        results["baseline_cache"] = baseline["cached"]
     if history:
         results["baseline"] = baseline["metrics"] if baseline else None
         results["history"] = history

@@ -12,9 +12,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gap.baselines import load_baseline, store_baseline
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
-from gap.data.evaluation import EvalDataModule
-from gap.data.tasks import check_task_names, load_examples
+from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
+from gap.data.tasks import check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import finish_loggers, make_loggers
 from gap.modules.gap_module import SIGNS, GAPModule
@@ -22,7 +23,6 @@ from gap.modules.loading import check_model_config, load_model, load_tokenizer
 from gap.results import ResultsWriter, metric_table
 
 log = logging.getLogger("gap")
-PROMPT_STYLES = ("gap", "harness")
 SPLITS = ("validation", "test")
 METHODS = (*SIGNS, "none")
 
@@ -57,7 +57,8 @@ def check_config(cfg: DictConfig) -> None:
 
 def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
     """The evaluation examples of every task and the corpus samples: read (and checked) before loading a model."""
-    examples = {t: load_examples(cfg.paths.data_dir, t, cfg.eval.split, cfg.eval.limit) for t in cfg.tasks.include}
+    examples = load_eval_examples(cfg.paths.data_dir, cfg.tasks.include, cfg.eval.split, cfg.eval.limit,
+                                  cfg.eval.prompt_style)
     texts = None
     if cfg.method.name != "none":
         texts = select_samples(read_corpus(cfg.corpus.path, cfg.corpus.text_field),
@@ -67,8 +68,7 @@ def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
 
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
     return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
-                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, prompt_style=cfg.eval.prompt_style,
-                          data_dir=cfg.paths.data_dir, split=cfg.eval.split, limit=cfg.eval.limit)
+                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style)
 
 
 def make_module(cfg: DictConfig, model, tokenizer) -> GAPModule:
@@ -102,7 +102,15 @@ def train(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=loggers or False,
                           callbacks=[*callbacks, _WriteAfterEvaluation(writer)])
     try:
-        trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
+        baseline = load_baseline(cfg)
+        if baseline is None:
+            trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
+            store_baseline(cfg, module.evaluations[-1])
+        else:
+            log.info("baseline evaluation reused from %s", baseline["cached"])
+            module.evaluations.append(baseline)
+            for logger in loggers:
+                logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
         if corpus is not None:
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())

@@ -17,6 +17,7 @@ def sample_nll(model, batch) -> float:
 def test_steps_move_the_sample_loss(tiny, data_dir, method, direction):
     _, tok = tiny
     from omegaconf import OmegaConf
+
     from tests.conftest import CONF
 
     model = load_model(OmegaConf.load(CONF / "model" / "tiny-random.yaml"), tok)  # fresh weights per method

@@ -10,9 +10,12 @@ from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
 from tests.conftest import DATA_DIR, ROOT
 
 
-def gap(module, *overrides, tmp_path, env=None, timeout=600):
+def gap(module, *overrides, tmp_path, env=None, timeout=600, baseline_dir=None):
+    """Run `python -m <module>` into `tmp_path`, with a baseline cache of its own unless one is given."""
     env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR), **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}", *overrides],
+    baselines = baseline_dir or tmp_path / "baselines"
+    return subprocess.run([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}",
+                           f"paths.baseline_dir={baselines}", *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -69,6 +72,23 @@ def test_eval_writes_metrics_only(tmp_path, data_dir):
     assert set(results["metrics"]) == {"copa/acc", "wizard_of_wikipedia/f1", "wizard_of_wikipedia/loss",
                                        "avg/classification_acc", "avg/dialog_f1"}
     assert len((tmp_path / "predictions" / "copa.jsonl").read_text().splitlines()) == 3
+
+
+def test_baseline_evaluation_is_cached_and_reused(tmp_path, data_dir):
+    args = ["model=tiny-random", "eval.limit=3", "tasks.include=[piqa,empathetic_dialogues]", "logger=none"]
+    cache = tmp_path / "cache"
+    runs = []
+    for n, extra in enumerate([["method=none"], ["trainer.max_epochs=1"], ["method=none", "eval.overwrite=true"],
+                               ["method=none", "eval.limit=2"]]):
+        proc = gap("gap.train", *args, *extra, tmp_path=tmp_path / f"run{n}", baseline_dir=cache)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads((tmp_path / f"run{n}" / "results.json").read_text()))
+    assert "baseline_cache" not in runs[0]                      # computed and stored
+    assert runs[1]["baseline_cache"].startswith(str(cache))     # a GAP run reuses it
+    assert runs[1]["baseline"] == runs[0]["metrics"]
+    assert "baseline_cache" not in runs[2] and runs[2]["metrics"] == runs[0]["metrics"]  # overwrite recomputes
+    assert "baseline_cache" not in runs[3]                      # another limit is another setup
+    assert len(list(cache.glob("tiny-random-*.json"))) == 2
 
 
 def bad_input_cases(tmp_path, data_dir):

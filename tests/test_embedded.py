@@ -36,8 +36,8 @@ def test_gguf_model_saves_as_a_standard_checkpoint(smollm2, tmp_path):
 
 
 def test_embedded_model_end_to_end(tmp_path, data_dir):
-    proc = gap("gap.train", "eval.limit=2", "tasks=quick", "trainer.max_epochs=2", "logger=wandb", "save_checkpoint=true",
-               tmp_path=tmp_path)
+    proc = gap("gap.train", "eval.limit=2", "tasks=quick", "trainer.max_epochs=2", "logger=wandb",
+               "save_checkpoint=true", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and len(results["history"]) == 2

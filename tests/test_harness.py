@@ -5,15 +5,21 @@ Fast tests on hand-written rows; `-m harness` runs lm-evaluation-harness itself 
 """
 import json
 import re
-import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from gap.data.evaluation import EvalDataModule, EvalItem, tokenize_example
-from gap.data.harness import (HARNESS_TASKS, HarnessExample, encode_pair, hellaswag_preprocess,
-                              load_harness_examples, make_example)
+from gap.data.evaluation import EvalDataModule, EvalItem, load_eval_examples, tokenize_example
+from gap.data.harness import (
+    HARNESS_TASKS,
+    HarnessExample,
+    encode_pair,
+    hellaswag_preprocess,
+    load_harness_examples,
+    make_example,
+)
 from gap.data.tasks import CLASSIFICATION, Example, load_examples
 from gap.errors import DataError
 from gap.modules import gap_module
@@ -228,18 +234,18 @@ def test_acc_norm_is_a_harness_metric_only():
 
 # ---------------------------------------------------------------- through the engine (tiny model)
 
-def test_eval_data_rereads_classification_and_keeps_dialogue(tmp_path, tiny):
+def test_harness_style_rereads_classification_and_keeps_dialogue(tmp_path, tiny):
     _, tok = tiny
     write_task(tmp_path, "arc_easy", [arc_row("q0", ["a", "b", "c"], "B"), arc_row("q1", list("abcd"), "D")])
     write_task(tmp_path, "wizard_of_wikipedia", [{"turns": ["hi"]}, {"turns": ["hi", "hello"]}])
-    examples = {t: load_examples(tmp_path, t, "validation", None) for t in ("arc_easy", "wizard_of_wikipedia")}
-    assert [e.index for e in examples["arc_easy"]] == [1]
-    data = EvalDataModule(examples, tok, 512, 4, prompt_style="harness", data_dir=tmp_path, limit=None)
+    tasks = ["arc_easy", "wizard_of_wikipedia"]
+    assert [e.index for e in load_eval_examples(tmp_path, tasks, "validation", None)["arc_easy"]] == [1]
+    examples = load_eval_examples(tmp_path, tasks, "validation", None, "harness")
+    data = EvalDataModule(examples, tok, 512, 4, prompt_style="harness")
     arc = [it.example for it in data.items["arc_easy"]]
     assert [e.index for e in arc] == [0, 1] and all(isinstance(e, HarnessExample) for e in arc)
-    assert [it.example for it in data.items["wizard_of_wikipedia"]] == examples["wizard_of_wikipedia"]
-    with pytest.raises(ValueError, match="needs the data folder"):
-        EvalDataModule(examples, tok, 512, 4, prompt_style="harness")
+    assert [it.example for it in data.items["wizard_of_wikipedia"]] == load_examples(
+        tmp_path, "wizard_of_wikipedia", "validation", None)
     with pytest.raises(ValueError, match="prompt_style"):
         EvalDataModule(examples, tok, 512, 4, prompt_style="fancy")
 
@@ -247,8 +253,8 @@ def test_eval_data_rereads_classification_and_keeps_dialogue(tmp_path, tiny):
 def _validate(model, tok, data_dir, tasks, max_length, batch_size, share_context=True, limit=4):
     import lightning as L
 
-    data = EvalDataModule(dict.fromkeys(tasks, []), tok, max_length, batch_size, prompt_style="harness",
-                          data_dir=data_dir, limit=limit)
+    data = EvalDataModule(load_eval_examples(data_dir, tasks, "validation", limit, "harness"), tok, max_length,
+                          batch_size, prompt_style="harness")
     module = GAPModule(model, tok, tasks, "none", lr=0.0, max_length=max_length, share_context=share_context,
                        prompt_style="harness")
     L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False,
@@ -308,7 +314,8 @@ HARNESS_YAMLS = {  # ours: (the harness's task YAML, what our data needs changed
     "winogrande": ("winogrande/default.yaml", ""),
     "math_qa": ("mathqa/mathqa.yaml", ""),
     # our pubmed_qa has one `abstract` string, not the hub's CONTEXTS list
-    "pubmed_qa": ("pubmedqa/pubmedqa.yaml", 'doc_to_text: "Abstract: {{abstract}}\\nQuestion: {{question}}\\nAnswer:"\n'),
+    "pubmed_qa": ("pubmedqa/pubmedqa.yaml",
+                  'doc_to_text: "Abstract: {{abstract}}\\nQuestion: {{question}}\\nAnswer:"\n'),
 }
 GAP_UTILS = '''
 from lm_eval.tasks.hellaswag.utils import preprocess
@@ -357,8 +364,6 @@ def test_predictions_match_lm_evaluation_harness(tmp_path, data_dir, max_length)
     from lm_eval.tasks import TaskManager, get_task_dict
 
     from gap.modules.loading import load_model, load_tokenizer
-
-    import numpy as np
 
     cfg = compose_cfg("train").model
     tok = load_tokenizer(cfg)

@@ -3,8 +3,16 @@ import json
 
 import pytest
 
-from gap.data.tasks import (CLASSIFICATION, DIALOGUE, TASKS, Example, check_task_names, dialogue_prompt,
-                            load_examples, task_file)
+from gap.data.tasks import (
+    CLASSIFICATION,
+    DIALOGUE,
+    TASKS,
+    Example,
+    check_task_names,
+    dialogue_prompt,
+    load_examples,
+    task_file,
+)
 from gap.errors import DataError
 
 
@@ -114,7 +122,8 @@ def test_math_qa(tmp_path):
 
 def test_math_qa_option_with_comma_inside(tmp_path):
     rows = [{"Problem": "p", "options": "a ) 1,200 , b ) 3 , c ) 4 , d ) 5 , e ) 6", "correct": "a"},
-            {"Problem": "q", "options": "a ) rs . 400 , b ) rs . 1,300 , c ) 2 / 3 , d ) none , e ) 7,000", "correct": "e"}]
+            {"Problem": "q", "options": "a ) rs . 400 , b ) rs . 1,300 , c ) 2 / 3 , d ) none , e ) 7,000",
+             "correct": "e"}]
     assert load(tmp_path, "math_qa", rows) == [
         Example(0, "p", ["1,200", "3", "4", "5", "6"], 0),
         Example(1, "q", ["rs . 400", "rs . 1,300", "2 / 3", "none", "7,000"], 4),
@@ -164,7 +173,8 @@ def test_limit_takes_first_n_after_filters_in_file_order(tmp_path):
             arc_row("q3", ["a", "b", "c", "d"], "B"),
             arc_row("q4", ["a", "b", "c", "d"], "C")]
     write_task(tmp_path, "arc_easy", rows)
-    assert [(e.index, e.context) for e in load_examples(tmp_path, "arc_easy", "validation", 2)] == [(1, "q1"), (3, "q3")]
+    first_two = load_examples(tmp_path, "arc_easy", "validation", 2)
+    assert [(e.index, e.context) for e in first_two] == [(1, "q1"), (3, "q3")]
     assert [e.index for e in load_examples(tmp_path, "arc_easy", "validation", None)] == [1, 3, 4]
     assert [e.index for e in load_examples(tmp_path, "arc_easy", "validation", 10)] == [1, 3, 4]
     assert load_examples(tmp_path, "arc_easy", "validation", 0) == []

@@ -3,7 +3,6 @@ import pytest
 
 from gap.scoring.text import normalize_answer, normalize_reply, unigram_f1
 
-
 # ---------------------------------------------------------------- normalize_reply
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,8 +5,8 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from gap.data.harness import HarnessExample, encode_pair, harness_examples
-from gap.data.tasks import TASKS, Example
+from gap.data.harness import HarnessExample, encode_pair, load_harness_examples
+from gap.data.tasks import TASKS, Example, load_examples
 from gap.scoring.batching import length_sorted_batches
 
 PROMPT_STYLES = ("gap", "harness")
@@ -65,22 +65,23 @@ def tokenize_example(task: str, example, tokenizer, max_length: int, prompt_styl
     return EvalItem(task, example, context, [target], tokenizer.decode(target, skip_special_tokens=True))
 
 
-class EvalDataModule(L.LightningDataModule):
-    """The evaluation tasks, in the order given; examples are read and tokenised once.
+def load_eval_examples(data_dir: Path, tasks: list[str], split: str, limit: int | None,
+                       prompt_style: str = "gap") -> dict[str, list]:
+    """The first `limit` examples of each task in a prompt style. `harness` reads the classification
+    tasks as lm-evaluation-harness documents (it keeps rows the gap format drops, such as arc's 3- and
+    5-choice questions); dialogue tasks always use the gap format."""
+    def load(task):
+        harness = prompt_style == "harness" and TASKS[task].kind == "classification"
+        return (load_harness_examples if harness else load_examples)(data_dir, task, split, limit)
+    return {task: load(task) for task in tasks}
 
-    With `prompt_style="harness"` the classification tasks are read again from `data_dir` (split,
-    limit) as lm-evaluation-harness documents, unless `examples` already holds them: the harness keeps
-    rows the gap format drops (arc's 3- and 5-choice questions). Dialogue tasks keep the gap format.
-    """
+
+class EvalDataModule(L.LightningDataModule):
+    """The evaluation tasks, in the order given; examples are tokenised once."""
 
     def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
-                 max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap",
-                 data_dir: Path | None = None, split: str = "validation", limit: int | None = None):
+                 max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap"):
         super().__init__()
-        if prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style={prompt_style!r}; valid: {', '.join(PROMPT_STYLES)}")
-        if prompt_style == "harness":
-            examples = harness_examples(examples, data_dir, split, limit)
         self.tasks, self.prompt_style = list(examples), prompt_style
         self.batch_size, self.max_batch_tokens, self.max_new_tokens = batch_size, max_batch_tokens, max_new_tokens
         self.items = {task: [tokenize_example(task, ex, tokenizer, max_length, prompt_style) for ex in exs]

@@ -13,8 +13,10 @@ the harness's requests built from them, one `(context, continuation)` per choice
 | piqa | piqa | `Question: {goal}\\nAnswer:` | sol1, sol2 |
 | hellaswag | hellaswag | `preprocess(activity_label + ": " + ctx)` | `preprocess(ending)` for each |
 | arc_easy, arc_challenge | arc_easy, arc_challenge | `Question: {question}\\nAnswer:` | choices.text (3, 4 or 5) |
-| copa | copa (super_glue) | premise without its last character + ` because` / ` therefore` | `" " + choice`, first letter lowercased |
-| winogrande | winogrande | sentence up to `_`, then each option | (the contexts); continuation: the rest after `_`, stripped |
+| copa | copa (super_glue) | premise minus its last character + ` because` / ` therefore` |
+  `" " + choice`, first letter lowercased |
+| winogrande | winogrande | sentence up to `_`, then each option | (the contexts);
+  continuation: the rest after `_`, stripped |
 | math_qa | mathqa | `Question: {Problem}\\nAnswer:` | the 5 options parsed from `options` |
 | pubmed_qa | pubmedqa | `Abstract: {abstract}\\nQuestion: {question}\\nAnswer:` | yes, no, maybe |
 
@@ -36,12 +38,12 @@ log-likelihoods divided by the character length of each `doc_to_choice` entry (t
 hellaswag, arc and mathqa only; we report it for all eight.
 """
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gap.data.jsonl import iter_jsonl
-from gap.data.tasks import TASKS, check_task_names, task_file
+from gap.data.tasks import check_task_names, task_file
 from gap.errors import DataError
 
 
@@ -106,7 +108,8 @@ class HarnessTask:
 
 HARNESS_TASKS = {t.name: t for t in [
     HarnessTask("piqa", "piqa", ("goal", "sol1", "sol2", "label"),
-                lambda d: f"Question: {d['goal']}\nAnswer:", lambda d: [d["sol1"], d["sol2"]], lambda d: int(d["label"])),
+                lambda d: f"Question: {d['goal']}\nAnswer:", lambda d: [d["sol1"], d["sol2"]],
+                lambda d: int(d["label"])),
     HarnessTask("hellaswag", "hellaswag", ("activity_label", "ctx", "endings", "label"),
                 lambda d: d["query"], lambda d: d["choices"], lambda d: int(d["label"]),
                 process_doc=lambda d: {**d, "query": hellaswag_preprocess(d["activity_label"] + ": " + d["ctx"]),
@@ -166,23 +169,6 @@ def load_harness_examples(data_dir: Path, task: str, split: str, limit: int | No
             raise DataError(f"{path}:{line}: a {task} row that cannot be formatted as the harness does "
                             f"({type(err).__name__}: {err})")
     return examples[start:]
-
-
-def harness_examples(examples: dict, data_dir: Path | None, split: str, limit: int | None) -> dict:
-    """The examples of `prompt_style=harness`: each classification task read again from `data_dir` as
-    harness documents (without `data_dir`, they must be harness documents already); dialogue tasks as
-    they are (the gap format)."""
-    out = {}
-    for task, exs in examples.items():
-        if TASKS[task].kind != "classification":
-            out[task] = exs
-        elif data_dir is not None:
-            out[task] = load_harness_examples(data_dir, task, split, limit)
-        elif all(isinstance(e, HarnessExample) for e in exs):
-            out[task] = exs
-        else:
-            raise ValueError(f"prompt_style=harness needs the data folder to read {task!r} as harness documents")
-    return out
 
 
 # ---------------------------------------------------------------- the harness's encoding

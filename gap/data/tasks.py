@@ -4,9 +4,9 @@ Each task turns one row of its JSONL file (hub field names) into an `Example`, o
 authors' loader did. Evaluation takes the first `limit` examples that remain, in file order.
 """
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gap.data.jsonl import iter_jsonl
 from gap.errors import DataError

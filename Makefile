@@ -11,7 +11,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(abspath ../shared/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model run test test-slow lint clean bench
+.PHONY: setup model run test test-slow lint clean bench bench-harness
 
 setup: $(VENV)/.installed
 
@@ -53,4 +53,9 @@ clean:
 # evaluation speed: the embedded model on the 12 tasks, 32 examples each -> bench/results.json + table
 BENCH_ARGS ?= eval.limit=32
 bench: setup model
-	$(PY) bench/evaluation.py logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench
+	$(PY) -m bench.evaluation logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench
+
+# prompt_style=harness against lm-evaluation-harness itself (installs lm-eval into the venv)
+bench-harness: setup model
+	$(PY) -m pip install -q 'lm-eval>=0.4,<0.5'
+	$(PY) -m bench.harness_speed logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench-harness

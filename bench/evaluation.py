@@ -1,6 +1,6 @@
 """`make bench`: the 12-task evaluation of a model, per task: wall time, throughput, padding, FLOP/s, MFU.
 
-    python bench/evaluation.py [eval overrides]       # default: embedded model, 32 examples per task
+    python -m bench.evaluation [eval overrides]       # default: embedded model, 32 examples per task
 
 Writes `bench/results.json` and prints a markdown table. FLOPs are counted from what the engine really
 sends through the model (a forward hook): 2 x non-embedding parameters per real token, 2 x vocabulary x

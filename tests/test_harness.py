@@ -5,12 +5,12 @@ Fast tests on hand-written rows; `-m harness` runs lm-evaluation-harness itself 
 """
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bench.lm_eval_tasks import HARNESS_YAMLS, harness_gold, write_harness_tasks
 from gap.data.evaluation import EvalDataModule, EvalItem, load_eval_examples, tokenize_example
 from gap.data.harness import (
     HARNESS_TASKS,
@@ -304,54 +304,7 @@ def test_cli_eval_with_harness_prompts(tmp_path, data_dir):
 
 # ---------------------------------------------------------------- lm-evaluation-harness itself
 
-HARNESS_YAMLS = {  # ours: (the harness's task YAML, what our data needs changed)
-    "piqa": ("piqa/piqa.yaml", ""),
-    # our hellaswag has `ctx` but no ctx_a/ctx_b: the harness's preprocess on activity_label + ": " + ctx
-    "hellaswag": ("hellaswag/hellaswag.yaml", "process_docs: !function gap_utils.hellaswag_process_docs\n"),
-    "arc_easy": ("arc/arc_easy.yaml", ""),
-    "arc_challenge": ("arc/arc_challenge.yaml", ""),
-    "copa": ("super_glue/copa/default.yaml", ""),
-    "winogrande": ("winogrande/default.yaml", ""),
-    "math_qa": ("mathqa/mathqa.yaml", ""),
-    # our pubmed_qa has one `abstract` string, not the hub's CONTEXTS list
-    "pubmed_qa": ("pubmedqa/pubmedqa.yaml",
-                  'doc_to_text: "Abstract: {{abstract}}\\nQuestion: {{question}}\\nAnswer:"\n'),
-}
-GAP_UTILS = '''
-from lm_eval.tasks.hellaswag.utils import preprocess
-
-
-def hellaswag_process_docs(dataset):
-    def _process_doc(doc):
-        return {"query": preprocess(doc["activity_label"] + ": " + doc["ctx"]),
-                "choices": [preprocess(ending) for ending in doc["endings"]], "gold": int(doc["label"])}
-    return dataset.map(_process_doc)
-'''
 LIMIT = 8
-
-
-def harness_gold(task, doc, choices):
-    """The gold index as the harness's `process_results` finds it."""
-    gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
-    return choices.index(gold) if isinstance(gold, str) else gold
-
-
-def write_harness_tasks(root: Path, data_dir: Path, harness_tasks: Path) -> None:
-    """Task YAMLs that include the harness's own and read local copies of our first LIMIT rows."""
-    (root / "gap_utils.py").write_text(GAP_UTILS)
-    for task, (yaml_path, extra) in HARNESS_YAMLS.items():
-        lines = (data_dir / "tasks" / task / "validation.jsonl").read_text(encoding="utf-8").splitlines(True)
-        copy = root / "data" / f"{task}.jsonl"
-        copy.parent.mkdir(exist_ok=True)
-        copy.write_text("".join(lines[:LIMIT]), encoding="utf-8")
-        (root / f"gap_{task}.yaml").write_text(
-            f"include: {harness_tasks / yaml_path}\n"
-            f"task: gap_{task}\n"
-            "dataset_path: json\n"
-            "dataset_name: null\n"
-            f"dataset_kwargs:\n  data_files:\n    validation: {copy}\n  cache_dir: {root / 'hf_cache'}\n"
-            "training_split: null\nvalidation_split: validation\ntest_split: null\n"
-            "metric_list:\n  - metric: acc\n  - metric: acc_norm\n" + extra)
 
 
 @pytest.mark.harness
@@ -373,7 +326,7 @@ def test_predictions_match_lm_evaluation_harness(tmp_path, data_dir, max_length)
 
     root = tmp_path / "tasks"
     root.mkdir()
-    write_harness_tasks(root, data_dir, Path(lm_eval.__file__).parent / "tasks")
+    write_harness_tasks(root, data_dir, LIMIT)
     manager = TaskManager(include_path=str(root))
     names = [f"gap_{t}" for t in tasks]
     lm = HFLM(pretrained=model, tokenizer=tok, max_length=max_length, batch_size=8, add_bos_token=False)

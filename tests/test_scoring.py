@@ -29,8 +29,12 @@ def test_length_sorted_batches_cover_every_item_once_longest_first():
 
 
 def test_token_budget_puts_more_short_items_in_a_batch():
-    lengths = [100, 100, 10, 10, 10, 10, 10, 300]
-    assert length_sorted_batches(lengths, max_items=8, max_tokens=200) == [[7], [0, 1], [2, 3, 4, 5, 6]]
+    lengths = [100, 100, 10, 10, 10, 10, 10, 300, 60]
+    assert length_sorted_batches(lengths, max_items=8, max_tokens=300) == [[7], [0, 1, 8], [2, 3, 4, 5, 6]]
+
+
+def test_a_batch_closes_at_an_item_under_half_its_longest():
+    assert length_sorted_batches([40, 21, 19, 10], max_items=8) == [[0, 1], [2, 3]]
 
 
 def test_batched_scoring_equals_one_at_a_time_reference(tiny, data_dir):

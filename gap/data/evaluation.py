@@ -92,6 +92,6 @@ class EvalDataModule(L.LightningDataModule):
         for task in self.tasks:
             items = self.items[task]
             batches = length_sorted_batches([it.cost(self.max_new_tokens) for it in items], self.batch_size,
-                                            self.max_batch_tokens)
+                                            self.max_batch_tokens, halve=TASKS[task].kind == "classification")
             loaders.append(DataLoader(items, batch_sampler=batches, collate_fn=list))
         return loaders

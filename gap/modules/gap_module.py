@@ -109,8 +109,6 @@ class GAPModule(L.LightningModule):
         targets = [it.continuations[0] for it in items]
         state = prefill(self.model, [it.context for it in items], pad_id)
         token_lls = extend_and_score(self.model, state, list(range(len(items))), targets, pad_id)
-        if max(len(t) for t in targets) > 1:
-            state.cache.crop(-(max(len(t) for t in targets) - 1))  # back to the prompts
         over = [n for n, it in enumerate(items) if len(it.context) + len(targets[n]) > self.max_length]
         if over:  # the authors scored (prompt + target)[-max_length:]: a shorter prompt than generation saw
             flat = continuation_logprobs(self.model, [(items[n].context, targets[n]) for n in over], pad_id,

@@ -1,4 +1,5 @@
 """One forward pass over a batch of contexts that scoring and generation both continue from."""
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -28,33 +29,55 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
+def _rows_of(cache, index: torch.Tensor):
+    """A cache holding rows `index` of `cache`, which stays as it was."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(index)
+    return selected
+
+
+def _length_buckets(lengths: list[int]) -> list[list[int]]:
+    """Row indices by length, cut where a length passes twice the shortest of its bucket: padding in a
+    bucket stays under half its positions, with few passes."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    buckets = [[order[0]]]
+    for i in order[1:]:
+        if lengths[i] > 2 * max(lengths[buckets[-1][0]], 1):
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
+
+
 @torch.no_grad()
 def extend_and_score(model, state: Prefill, rows: list[int], continuations: list[list[int]],
                      pad_id: int) -> list[list[float]]:
     """Per-token log-probabilities of continuations that follow the prefilled contexts `rows`.
 
-    The first token of each continuation is scored from the prefill's last logits; the rest in one
-    forward pass over the continuations (right-padded) on top of the cache, which is left holding them:
-    `state.cache` is re-indexed to `rows` when they are not the prefill's own rows, and callers that
-    continue from the contexts crop it back.
+    The first token of each continuation is scored from the prefill's last logits; the rest in forward
+    passes over the continuations (right-padded, in buckets of similar length) on top of copies of the
+    contexts' cache rows. `state` is left unchanged, so generation can continue from it.
     """
     device = state.last_logits.device
     index = torch.tensor(rows, device=device)
     firsts = torch.tensor([c[0] for c in continuations], device=device)
-    first = token_logprobs(state.last_logits[index], firsts).tolist()
-    width = max(len(c) for c in continuations) - 1
-    if width == 0:
-        return [[f] for f in first]
-    if rows != list(range(len(state.lengths))):
-        state.cache.batch_select_indices(index)
-    ids = torch.full((len(rows), width + 1), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, cont in enumerate(continuations):
-        ids[row, :len(cont)] = torch.tensor(cont)
-        mask[row, :len(cont) - 1] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = state.lengths[index].unsqueeze(-1) + torch.arange(width, device=device)
-    out = model(input_ids=ids[:, :-1], attention_mask=torch.cat([state.mask[index], mask], dim=1),
-                position_ids=positions, cache=state.cache, use_cache=True)
-    rest = token_logprobs(out.logits, ids[:, 1:]).tolist()
-    return [[f] + r[:len(c) - 1] for f, r, c in zip(first, rest, continuations)]
+    scores = [[f] for f in token_logprobs(state.last_logits[index], firsts).tolist()]
+    for bucket in _length_buckets([len(c) - 1 for c in continuations]):
+        conts = [continuations[i] for i in bucket]
+        width = max(len(c) for c in conts) - 1
+        if width == 0:
+            continue
+        ids = torch.full((len(conts), width + 1), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for row, cont in enumerate(conts):
+            ids[row, :len(cont)] = torch.tensor(cont)
+            mask[row, :len(cont) - 1] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        owners = index[bucket]
+        positions = state.lengths[owners].unsqueeze(-1) + torch.arange(width, device=device)
+        out = model(input_ids=ids[:, :-1], attention_mask=torch.cat([state.mask[owners], mask], dim=1),
+                    position_ids=positions, cache=_rows_of(state.cache, owners), use_cache=True)
+        rest = token_logprobs(out.logits, ids[:, 1:]).tolist()
+        for i, cont, r in zip(bucket, conts, rest):
+            scores[i] += r[:len(cont) - 1]
+    return scores

@@ -10,17 +10,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gap.baselines import load_baseline, store_baseline
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
 from gap.data.tasks import check_task_names
 from gap.errors import ConfigError, DataError, GapError
-from gap.loggers import finish_loggers, make_loggers
+from gap.loggers import finish_loggers, make_loggers, summarize_run
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, load_model, load_tokenizer
 from gap.results import ResultsWriter, metric_table
+from gap.sweep import finished_results, in_multirun
 
 log = logging.getLogger("gap")
 SPLITS = ("validation", "test")
@@ -85,11 +86,30 @@ class _WriteAfterEvaluation(L.Callback):
         self.writer.write("running", pl_module.evaluations)
 
 
+def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalDataModule, loggers) -> None:
+    """Evaluate the unchanged model, or reuse its cached evaluation (`gap.baselines`)."""
+    baseline = load_baseline(cfg)
+    if baseline is None:
+        trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
+        store_baseline(cfg, module.evaluations[-1])
+        return
+    log.info("baseline evaluation reused from %s", baseline["cached"])
+    module.evaluations.append(baseline)
+    for logger in loggers:
+        logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its `results.json` document (also written to `paths.output_dir`)."""
+    out_dir = Path(cfg.paths.output_dir)
+    if in_multirun() and cfg.get("sweep", {}).get("skip_done") and (done := finished_results(out_dir)):
+        print(f"skipped: {out_dir} finished ok before (sweep.skip_done=false runs it again)")
+        return done
     check_config(cfg)
     examples, texts = read_inputs(cfg)
-    out_dir = Path(cfg.paths.output_dir)
+    if in_multirun():
+        with open_dict(cfg):
+            cfg.group = cfg.sweep.name
     writer = ResultsWriter(out_dir, OmegaConf.to_container(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model)
@@ -97,31 +117,23 @@ def train(cfg: DictConfig) -> dict:
     model = load_model(cfg.model, tokenizer)
     evaldata = make_evaldata(cfg, examples, tokenizer)
     module = make_module(cfg, model, tokenizer)
-    loggers = make_loggers(cfg.get("logger"))
+    loggers = make_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False,
                           callbacks=[*callbacks, _WriteAfterEvaluation(writer)])
     try:
-        baseline = load_baseline(cfg)
-        if baseline is None:
-            trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
-            store_baseline(cfg, module.evaluations[-1])
-        else:
-            log.info("baseline evaluation reused from %s", baseline["cached"])
-            module.evaluations.append(baseline)
-            for logger in loggers:
-                logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
+        run_baseline(cfg, trainer, module, evaldata, loggers)
         if corpus is not None:
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())
+        results = writer.write("diverged" if module.diverged else "ok", module.evaluations,
+                               error="non-finite training loss" if module.diverged else None)
+        summarize_run(loggers, results)
     except BaseException as err:
         writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
         raise
     finally:
         finish_loggers(loggers)
-    status = "diverged" if module.diverged else "ok"
-    results = writer.write(status, module.evaluations,
-                           error="non-finite training loss" if module.diverged else None)
     if cfg.save_checkpoint:
         model.save_pretrained(out_dir / "checkpoint")
         tokenizer.save_pretrained(out_dir / "checkpoint")
@@ -132,7 +144,8 @@ def train(cfg: DictConfig) -> dict:
 
 def run_cli(job, cfg: DictConfig) -> None:
     """Run a job; a `GapError` becomes one `error:` line and exit code 2 (bad input) or 1, with a failed
-    `results.json` left in the run directory."""
+    `results.json` left in the run directory. In a sweep, a failed job (any error) is recorded and the
+    grid goes on."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*`past_key_values`.*")
     try:
@@ -143,7 +156,13 @@ def run_cli(job, cfg: DictConfig) -> None:
                 "failed", [], error=str(err))
         finally:
             print(f"error: {err}", file=sys.stderr)
-            sys.exit(2 if isinstance(err, (ConfigError, DataError)) else 1)
+            if not in_multirun():
+                sys.exit(2 if isinstance(err, (ConfigError, DataError)) else 1)
+    except Exception as err:  # train() has already written a failed results.json
+        if not in_multirun():
+            raise
+        log.exception("job failed: %s", cfg.paths.output_dir)
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -1,0 +1,79 @@
+"""Hydra --multirun grids: distinct job directories, sweep.json, W&B grouping, failure isolation, resume."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA_DIR, ROOT
+
+FAST = ["eval.limit=1", "model=tiny-random", "tasks=quick", "trainer.max_epochs=1"]  # sorted, as Hydra names dirs
+
+
+def wandb_run_record(path: Path):
+    """The `run` record of an offline W&B run file (a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, chunk = path.read_bytes(), 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "run":
+                return record.run
+    raise AssertionError(f"no run record in {path}")
+
+
+def sweep(tmp_path, *overrides, name="grid"):
+    env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run([sys.executable, "-m", "gap.train", "--multirun", f"paths.log_dir={tmp_path}",
+                           f"paths.baseline_dir={tmp_path}/baselines", f"sweep.name={name}", *FAST, *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = tmp_path / "train" / "multiruns" / name
+    return proc, sweep_dir, json.loads((sweep_dir / "sweep.json").read_text())
+
+
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_four_jobs_in_distinct_directories_one_wandb_group(tmp_path, data_dir, launcher):
+    _, sweep_dir, summary = sweep(tmp_path, f"hydra/launcher={launcher}", "corpus.index=0,1,2,3", "logger=wandb",
+                                  name=f"g-{launcher}")
+    assert summary["jobs"] == 4 and summary["status"] == {"ok": 4}
+    paths = sorted(job["path"] for job in summary["results"])
+    assert paths == [f"corpus.index={i},{','.join(FAST)}" for i in range(4)]  # named from the overrides
+    for i, path in enumerate(paths):
+        results = json.loads((sweep_dir / path / "results.json").read_text())
+        assert results["config"]["corpus"]["index"] == i
+        runs = list((sweep_dir / path / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1
+        run = wandb_run_record(runs[0])
+        assert run.run_group == f"g-{launcher}" and run.job_type == "gap"  # grouped by sweep, typed by method
+        assert {"tiny-random", "github"} <= set(run.tags)
+
+
+def test_a_failing_job_does_not_stop_the_grid_and_rerun_skips_finished_jobs(tmp_path, data_dir):
+    proc, sweep_dir, summary = sweep(tmp_path, "corpus.index=0,1,5000", "logger=none")
+    assert summary["status"] == {"ok": 2, "failed": 1}
+    failed = next(j for j in summary["results"] if j["status"] == "failed")
+    assert failed["path"].startswith("corpus.index=5000,") and "corpus.index=5000 is out of range" in failed["error"]
+    assert "1 not ok" in proc.stdout
+    ok_files = [sweep_dir / f"corpus.index={i},{','.join(FAST)}" / "results.json" for i in (0, 1)]
+    stamps = [f.stat().st_mtime_ns for f in ok_files]
+
+    proc, _, summary = sweep(tmp_path, "corpus.index=0,1,5000", "logger=none")
+    assert proc.stdout.count("skipped:") == 2
+    assert [f.stat().st_mtime_ns for f in ok_files] == stamps
+    assert summary["status"] == {"ok": 2, "failed": 1}
+
+    proc, _, _ = sweep(tmp_path, "corpus.index=0", "logger=none", "sweep.skip_done=false")
+    assert "skipped:" not in proc.stdout and ok_files[0].stat().st_mtime_ns != stamps[0]

@@ -128,7 +128,7 @@ def test_load_harness_examples_limits_and_checks(tmp_path):
     with pytest.raises(DataError, match="missing field 'question'"):
         load_harness_examples(tmp_path, "copa", "validation", None)
     write_task(tmp_path, "pubmed_qa", [{"question": "q", "abstract": "a", "final_decision": "perhaps"}])
-    with pytest.raises(DataError, match="cannot be formatted as the harness does"):
+    with pytest.raises(DataError, match="pubmed_qa row that cannot be formatted"):
         load_harness_examples(tmp_path, "pubmed_qa", "validation", None)
     with pytest.raises(DataError, match="no lm-evaluation-harness definition"):
         load_harness_examples(tmp_path, "wizard_of_wikipedia", "validation", None)

@@ -37,13 +37,13 @@ log-likelihoods divided by the character length of each `doc_to_choice` entry (t
 `completion_len`; for winogrande those are its contexts). The harness's YAMLs list `acc_norm` for piqa,
 hellaswag, arc and mathqa only; we report it for all eight.
 """
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gap.data.jsonl import iter_jsonl
-from gap.data.tasks import check_task_names, task_file
+from gap.data.tasks import check_task_names, format_rows, math_qa_options, task_file
 from gap.errors import DataError
 
 
@@ -86,10 +86,6 @@ def _winogrande_target(doc):
     return doc["sentence"][idx:].strip()
 
 
-def _mathqa_choices(doc):
-    return [c[4:].rstrip(" ,") for c in re.findall(r"[abcd] \) .*?, |e \) .*?$", doc["options"])]
-
-
 def _arc_target(doc):
     return doc["choices"]["label"].index(doc["answerKey"])
 
@@ -123,7 +119,7 @@ HARNESS_TASKS = {t.name: t for t in [
     HarnessTask("winogrande", "winogrande", ("sentence", "option1", "option2", "answer"),
                 lambda d: {"1": 0, "2": 1}[d["answer"]], _winogrande_choices, _winogrande_target),
     HarnessTask("math_qa", "mathqa", ("Problem", "options", "correct"),
-                lambda d: f"Question: {d['Problem']}\nAnswer:", _mathqa_choices,
+                lambda d: f"Question: {d['Problem']}\nAnswer:", lambda d: math_qa_options(d["options"]),
                 lambda d: ["a", "b", "c", "d", "e"].index(d["correct"])),
     HarnessTask("pubmed_qa", "pubmedqa", ("question", "abstract", "final_decision"),
                 lambda d: f"Abstract: {d['abstract']}\nQuestion: {d['question']}\nAnswer:",
@@ -153,22 +149,9 @@ def load_harness_examples(data_dir: Path, task: str, split: str, limit: int | No
     check_task_names([task])
     if task not in HARNESS_TASKS:
         raise DataError(f"task {task!r} has no lm-evaluation-harness definition (it keeps the gap format)")
-    spec, path = HARNESS_TASKS[task], task_file(data_dir, task, split)
-    stop = None if limit is None else start + limit
-    examples = []
-    for index, (line, row) in enumerate(iter_jsonl(path)):
-        if stop is not None and index >= stop:
-            break
-        missing = [f for f in spec.fields if row.get(f) is None]
-        if missing:
-            raise DataError(f"{path}:{line}: missing field {missing[0]!r} "
-                            f"(a {task} row needs {', '.join(spec.fields)})")
-        try:
-            examples.append(make_example(task, row, index))
-        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
-            raise DataError(f"{path}:{line}: a {task} row that cannot be formatted as the harness does "
-                            f"({type(err).__name__}: {err})")
-    return examples[start:]
+    examples = format_rows(task_file(data_dir, task, split), task, HARNESS_TASKS[task].fields,
+                           lambda row, index: make_example(task, row, index))
+    return list(itertools.islice(examples, start, None if limit is None else start + limit))
 
 
 # ---------------------------------------------------------------- the harness's encoding

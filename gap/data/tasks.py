@@ -3,6 +3,7 @@
 Each task turns one row of its JSONL file (hub field names) into an `Example`, or drops the row as the
 authors' loader did. Evaluation takes the first `limit` examples that remain, in file order.
 """
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,10 +51,13 @@ def _winogrande(row):
 _MATH_QA_OPTION = re.compile(r"[abcd] \) .*?, |e \) .*?$")
 
 
-def _math_qa(row):
+def math_qa_options(options: str) -> list[str]:
     """Options `a ) x , b ) y , ... e ) z`: the text after `a ) `, trailing ` ,` stripped."""
-    choices = [m[4:].rstrip(" ,") for m in _MATH_QA_OPTION.findall(row["options"])]
-    return Example(0, row["Problem"], choices, "abcde".index(row["correct"]))
+    return [m[4:].rstrip(" ,") for m in _MATH_QA_OPTION.findall(options)]
+
+
+def _math_qa(row):
+    return Example(0, row["Problem"], math_qa_options(row["options"]), "abcde".index(row["correct"]))
 
 
 def _pubmed_qa(row):
@@ -108,21 +112,31 @@ def task_file(data_dir: Path, task: str, split: str) -> Path:
     return Path(data_dir) / "tasks" / task / f"{split}.jsonl"
 
 
+def format_rows(path: Path, task: str, fields: tuple[str, ...], make: Callable[[dict, int], object]):
+    """`make(row, index)` for each row of a task file, skipping rows it returns None for; a row missing
+    a field in `fields` or that `make` cannot format raises `DataError` naming `file:line`."""
+    for index, (line, row) in enumerate(iter_jsonl(path)):
+        missing = [f for f in fields if row.get(f) is None]
+        if missing:
+            raise DataError(f"{path}:{line}: missing field {missing[0]!r} (a {task} row needs {', '.join(fields)})")
+        try:
+            item = make(row, index)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+            raise DataError(f"{path}:{line}: a {task} row that cannot be formatted ({type(err).__name__}: {err})")
+        if item is not None:
+            yield item
+
+
 def load_examples(data_dir: Path, task: str, split: str, limit: int | None, start: int = 0) -> list[Example]:
     """Examples `start .. start+limit` of a task split after the authors' filters, in file order."""
     check_task_names([task])
-    spec, path = TASKS[task], task_file(data_dir, task, split)
-    examples = []
-    for index, (line, row) in enumerate(iter_jsonl(path)):
-        missing = [f for f in spec.fields if row.get(f) is None]
-        if missing:
-            raise DataError(f"{path}:{line}: missing field {missing[0]!r} "
-                            f"(a {task} row needs {', '.join(spec.fields)})")
-        try:
-            example = spec.make(row)
-        except (ValueError, IndexError, KeyError, TypeError) as err:
-            raise DataError(f"{path}:{line}: a {task} row that cannot be formatted ({type(err).__name__}: {err})")
+    spec = TASKS[task]
+
+    def make(row, index):
+        example = spec.make(row)
         if example is not None:
             example.index = index
-            examples.append(example)
-    return examples[start:None if limit is None else start + limit]
+        return example
+
+    examples = format_rows(task_file(data_dir, task, split), task, spec.fields, make)
+    return list(itertools.islice(examples, start, None if limit is None else start + limit))

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from gap.data.tasks import TASKS
-from gap.modules.loading import load_model, load_tokenizer
+from gap.modules.loading import load_pretrained
 from gap.train import check_config, make_evaldata, make_module, read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,8 +94,8 @@ def main(cfg: DictConfig) -> None:
     check_config(cfg)
     examples, _ = read_inputs(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, tokenizer).eval()
+    tokenizer, model = load_pretrained(cfg.model)
+    model.eval()
     counter = FlopCounter(model)
     peak = matmul_rate()
     rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from bench.lm_eval_tasks import write_harness_tasks
 from gap.data.evaluation import load_eval_examples
 from gap.data.tasks import CLASSIFICATION
-from gap.modules.loading import load_model, load_tokenizer
+from gap.modules.loading import load_pretrained
 from gap.train import make_evaldata, make_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,8 @@ def main(cfg: DictConfig) -> None:
     cfg.eval.prompt_style = "harness"
     cfg.tasks.include = CLASSIFICATION
     examples = load_eval_examples(cfg.paths.data_dir, CLASSIFICATION, "validation", cfg.eval.limit, "harness")
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, tokenizer).eval()
+    tokenizer, model = load_pretrained(cfg.model)
+    model.eval()
     run_ours(cfg, model, tokenizer, {t: e[:2] for t, e in examples.items()})  # warm-up, both sides alike
     ours_s, ours = run_ours(cfg, model, tokenizer, examples)
     with tempfile.TemporaryDirectory() as tmp:

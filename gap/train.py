@@ -19,7 +19,7 @@ from gap.data.tasks import check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import finish_loggers, make_loggers, summarize_run
 from gap.modules.gap_module import SIGNS, GAPModule
-from gap.modules.loading import check_model_config, load_model, load_tokenizer
+from gap.modules.loading import check_model_config, load_pretrained
 from gap.results import ResultsWriter, metric_table
 from gap.sweep import finished_results, in_multirun
 
@@ -112,9 +112,8 @@ def train(cfg: DictConfig) -> dict:
             cfg.group = cfg.sweep.name
     writer = ResultsWriter(out_dir, OmegaConf.to_container(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer, model = load_pretrained(cfg.model, keep=in_multirun())
     corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
-    model = load_model(cfg.model, tokenizer)
     evaldata = make_evaldata(cfg, examples, tokenizer)
     module = make_module(cfg, model, tokenizer)
     loggers = make_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))

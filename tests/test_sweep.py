@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA_DIR, ROOT
+from tests.test_cli import gap
 
 FAST = ["eval.limit=1", "model=tiny-random", "tasks=quick", "trainer.max_epochs=1"]  # sorted, as Hydra names dirs
 
@@ -77,3 +78,19 @@ def test_a_failing_job_does_not_stop_the_grid_and_rerun_skips_finished_jobs(tmp_
 
     proc, _, _ = sweep(tmp_path, "corpus.index=0", "logger=none", "sweep.skip_done=false")
     assert "skipped:" not in proc.stdout and ok_files[0].stat().st_mtime_ns != stamps[0]
+
+
+def test_jobs_sharing_a_process_equal_jobs_run_alone(tmp_path, data_dir):
+    """The basic launcher runs jobs in one process and restores the loaded weights before each: job 2 must
+    not start from job 1's updated model."""
+    _, sweep_dir, summary = sweep(tmp_path, "corpus.index=0,3", "logger=none")
+    assert summary["status"] == {"ok": 2}
+    for index in (0, 3):
+        swept = json.loads((sweep_dir / f"corpus.index={index},{','.join(FAST)}" / "results.json").read_text())
+        alone = tmp_path / f"alone{index}"
+        proc = gap("gap.train", f"corpus.index={index}", "logger=none", *FAST, tmp_path=alone)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        single = json.loads((alone / "results.json").read_text())
+        for got, want in zip(swept["history"], single["history"], strict=True):
+            assert got["train_nll"] == pytest.approx(want["train_nll"], abs=1e-6)
+            assert got["metrics"] == pytest.approx(want["metrics"], abs=1e-6)

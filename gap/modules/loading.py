@@ -4,12 +4,14 @@ Every model leaves here in the state GAP needs: dropout off, a pad token, left t
 authors kept the end of over-long inputs), and no quantisation metadata, so a model dequantised from
 GGUF trains and saves as an ordinary Hugging Face checkpoint.
 """
+import json
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from gap.errors import ConfigError, ModelLoadError
@@ -124,3 +126,26 @@ def load_model(model_cfg, tokenizer):
     model.config.pad_token_id = tokenizer.pad_token_id
     _disable_dropout(model)
     return model
+
+
+_KEPT: dict[str, tuple] = {}  # model entry -> (tokenizer, model, its loaded weights on the CPU)
+
+
+def load_pretrained(model_cfg, keep: bool = False):
+    """(tokenizer, model) of a model entry, as loaded from its source.
+
+    With `keep` (the jobs of a sweep that share a process), the model and a CPU copy of its weights stay
+    in this process: a later call for the same entry restores those weights into it instead of loading
+    again, so each job starts from the unchanged model.
+    """
+    key = json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True)
+    if key in _KEPT:
+        tokenizer, model, weights = _KEPT[key]
+        model.load_state_dict(weights)
+        return tokenizer, model
+    _KEPT.clear()  # one model at a time
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_model(model_cfg, tokenizer)
+    if keep:
+        _KEPT[key] = (tokenizer, model, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+    return tokenizer, model

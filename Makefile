@@ -11,7 +11,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(abspath ../shared/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model run test test-slow lint clean bench bench-harness
+.PHONY: setup model run test test-slow lint clean bench bench-harness bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -59,3 +59,7 @@ bench: setup model
 bench-harness: setup model
 	$(PY) -m pip install -q 'lm-eval>=0.4,<0.5'
 	$(PY) -m bench.harness_speed logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench-harness
+
+# N jobs as one in-process sweep against N separate processes (tiny-random and the embedded model)
+bench-sweep: setup model
+	$(PY) -m bench.sweep $(SWEEP_ARGS)

@@ -15,3 +15,8 @@ class DataError(GapError, ValueError):
 
 class ModelLoadError(GapError, RuntimeError):
     """The model could not be loaded; the message says from where and what to do."""
+
+
+def exit_code(err: GapError) -> int:
+    """2 for bad input or configuration (nothing was run), 1 for anything else."""
+    return 2 if isinstance(err, (ConfigError, DataError)) else 1

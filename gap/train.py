@@ -16,7 +16,7 @@ from gap.baselines import load_baseline, store_baseline
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
 from gap.data.tasks import check_task_names
-from gap.errors import ConfigError, DataError, GapError
+from gap.errors import ConfigError, DataError, GapError, exit_code
 from gap.loggers import finish_loggers, make_loggers, summarize_run
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, load_pretrained
@@ -156,7 +156,7 @@ def run_cli(job, cfg: DictConfig) -> None:
         finally:
             print(f"error: {err}", file=sys.stderr)
             if not in_multirun():
-                sys.exit(2 if isinstance(err, (ConfigError, DataError)) else 1)
+                sys.exit(exit_code(err))
     except Exception as err:  # train() has already written a failed results.json
         if not in_multirun():
             raise

@@ -1,0 +1,59 @@
+"""`python -m gap.report PATH... [overrides]`: bare arguments become `inputs=[...]` before Hydra parses argv."""
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from gap.errors import GapError, exit_code
+from gap.report import report
+
+FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg",
+                    "-p", "--package"}
+
+
+def _quote(value: str) -> str:
+    """A Hydra-quoted string, so paths holding `=` or `,` (sweep job directories do) stay one value."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def to_overrides(args: list[str]) -> list[str]:
+    """Bare arguments (no `key=`, or an existing path) -> one `inputs=[...]` override; `run=`/`out=` quoted."""
+    overrides, paths, flag_value = [], [], False
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if flag_value or arg.startswith(("-", "+", "~")):
+            overrides.append(arg)
+            flag_value = arg in FLAGS_WITH_VALUE
+        elif not eq or os.path.exists(arg):
+            paths.append(arg)
+        elif key in ("run", "out") and value not in ("null", "") and not value.startswith(("'", '"')):
+            overrides.append(f"{key}={_quote(value)}")
+        else:
+            overrides.append(arg)
+    if paths:
+        overrides.append("inputs=[" + ",".join(_quote(p) for p in paths) + "]")
+    return overrides
+
+
+def run_cli(cfg: DictConfig) -> None:
+    """A `GapError` becomes one `error:` line and exit code 2 (bad input or configuration) or 1."""
+    try:
+        report(cfg)
+    except GapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(exit_code(err))
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_cli(cfg)
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *to_overrides(sys.argv[1:])]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

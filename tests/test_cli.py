@@ -10,13 +10,23 @@ from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
 from tests.conftest import DATA_DIR, ROOT
 
 
-def gap(module, *overrides, tmp_path, env=None, timeout=600, baseline_dir=None):
-    """Run `python -m <module>` into `tmp_path`, with a baseline cache of its own unless one is given."""
+def start(module, *overrides, tmp_path, env=None, baseline_dir=None) -> subprocess.Popen:
+    """Start `python -m <module>` into `tmp_path`, with a baseline cache of its own unless one is given."""
     env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR), **(env or {})}
     baselines = baseline_dir or tmp_path / "baselines"
-    return subprocess.run([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}",
-                           f"paths.baseline_dir={baselines}", *overrides],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}",
+                             f"paths.baseline_dir={baselines}", *overrides],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout=600) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def gap(module, *overrides, tmp_path, env=None, timeout=600, baseline_dir=None) -> subprocess.CompletedProcess:
+    """Run `python -m <module>` to the end (see `start`)."""
+    return finish(start(module, *overrides, tmp_path=tmp_path, env=env, baseline_dir=baseline_dir), timeout)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +87,16 @@ def test_eval_writes_metrics_only(tmp_path, data_dir):
 def test_baseline_evaluation_is_cached_and_reused(tmp_path, data_dir):
     args = ["model=tiny-random", "eval.limit=3", "tasks.include=[piqa,empathetic_dialogues]", "logger=none"]
     cache = tmp_path / "cache"
-    runs = []
-    for n, extra in enumerate([["method=none"], ["trainer.max_epochs=1"], ["method=none", "eval.overwrite=true"],
-                               ["method=none", "eval.limit=2"]]):
-        proc = gap("gap.train", *args, *extra, tmp_path=tmp_path / f"run{n}", baseline_dir=cache)
+    variants = [["method=none"], ["trainer.max_epochs=1"], ["method=none", "eval.overwrite=true"],
+                ["method=none", "eval.limit=2"]]
+    first = gap("gap.train", *args, *variants[0], tmp_path=tmp_path / "run0", baseline_dir=cache)
+    assert first.returncode == 0, first.stderr[-2000:]
+    later = [start("gap.train", *args, *extra, tmp_path=tmp_path / f"run{n}", baseline_dir=cache)
+             for n, extra in enumerate(variants[1:], start=1)]
+    for proc in later:
+        proc = finish(proc)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        runs.append(json.loads((tmp_path / f"run{n}" / "results.json").read_text()))
+    runs = [json.loads((tmp_path / f"run{n}" / "results.json").read_text()) for n in range(len(variants))]
     assert "baseline_cache" not in runs[0]                      # computed and stored
     assert runs[1]["baseline_cache"].startswith(str(cache))     # a GAP run reuses it
     assert runs[1]["baseline"] == runs[0]["metrics"]
@@ -107,10 +121,12 @@ def bad_input_cases(tmp_path, data_dir):
 
 def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir):
     # opt-125m cannot load here (no hub): reaching the model would exit 1 with a model error instead
-    for n, (overrides, message) in enumerate(bad_input_cases(tmp_path, data_dir)):
+    cases = bad_input_cases(tmp_path, data_dir)
+    procs = [start("gap.train", "model=opt-125m", "logger=none", *overrides, tmp_path=tmp_path / f"run{n}",
+                   env={"HF_HUB_OFFLINE": "1"}) for n, (overrides, _) in enumerate(cases)]
+    for n, ((overrides, message), proc) in enumerate(zip(cases, procs)):
         out = tmp_path / f"run{n}"
-        proc = gap("gap.train", "model=opt-125m", "logger=none", *overrides, tmp_path=out,
-                   env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+        proc = finish(proc, timeout=300)
         assert proc.returncode == 2, (overrides, proc.stderr[-2000:])
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, (overrides, last)

@@ -24,6 +24,14 @@ def compose_cfg(config_name: str = "train", overrides=()):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
 
 
+@pytest.fixture
+def fresh_tiny_model(tiny):
+    """A tiny-random model of its own, for tests that change the weights."""
+    from gap.modules.loading import load_model
+
+    return load_model(OmegaConf.load(CONF / "model" / "tiny-random.yaml"), tiny[1])
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the tiny-random entry, loaded by the real loading code."""

@@ -5,7 +5,6 @@ import torch
 
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.modules.gap_module import GAPModule
-from gap.modules.loading import load_model
 
 
 def sample_nll(model, batch) -> float:
@@ -14,13 +13,8 @@ def sample_nll(model, batch) -> float:
 
 
 @pytest.mark.parametrize("method, direction", [("gap", 1), ("mle", -1)])
-def test_steps_move_the_sample_loss(tiny, data_dir, method, direction):
-    _, tok = tiny
-    from omegaconf import OmegaConf
-
-    from tests.conftest import CONF
-
-    model = load_model(OmegaConf.load(CONF / "model" / "tiny-random.yaml"), tok)  # fresh weights per method
+def test_steps_move_the_sample_loss(tiny, fresh_tiny_model, data_dir, method, direction):
+    tok, model = tiny[1], fresh_tiny_model
     texts = select_samples(read_corpus(data_dir / "corpora" / "github.jsonl"), 3, 1, "github")
     corpus = CorpusDataModule(texts, tok, max_length=128)
     batch = {k: v.unsqueeze(0) for k, v in corpus.items[0].items()}
@@ -62,3 +56,18 @@ def test_long_samples_keep_their_end(tiny):
     _, tok = tiny
     item = CorpusDataModule(["x" * 50 + "END"], tok, max_length=10).items[0]
     assert tok.decode(item["input_ids"]).endswith("END") and len(item["input_ids"]) == 10
+
+
+def test_a_non_finite_loss_stops_training_without_an_update(tiny, fresh_tiny_model):
+    tok, model = tiny[1], fresh_tiny_model
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:] = float("nan")
+    corpus = CorpusDataModule(["some text to ascend on"], tok, max_length=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    module = GAPModule(model, tok, ["copa"], "gap", lr=1e-3)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=corpus.train_dataloader())
+    assert module.diverged and trainer.current_epoch < 2
+    after = model.state_dict()
+    assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)

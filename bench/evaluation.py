@@ -92,7 +92,7 @@ def table(rows: dict, peak: float) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
-    examples, _ = read_inputs(cfg)
+    examples, _, _ = read_inputs(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()

@@ -77,8 +77,15 @@ class ResultsWriter:
     def __init__(self, out_dir: Path, config: dict):
         self.out_dir, self.config = Path(out_dir), config
 
-    def write(self, status: str, evaluations: list[dict], error: str | None = None) -> dict:
+    def write(self, status: str, evaluations: list[dict], error: str | None = None, extra: dict | None = None) -> dict:
+        """`extra["heldout"]`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`)."""
         results = run_results(status, self.config, evaluations, error)
+        if extra and "heldout" in extra:
+            heldout = extra["heldout"]
+            results["heldout"] = {"epochs": heldout["selected"]["epochs"], "baseline": heldout["baseline"]["metrics"],
+                                  "selected": heldout["selected"]["metrics"]}
+            write_predictions(self.out_dir / "predictions" / "heldout", heldout["selected"]["predictions"])
+            write_predictions(self.out_dir / "predictions" / "heldout" / "baseline", heldout["baseline"]["predictions"])
         if evaluations:
             write_predictions(self.out_dir / "predictions", evaluations[-1]["predictions"])
             if evaluations[0]["epoch"] is None and len(evaluations) > 1:

@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gap.baselines import load_baseline, store_baseline
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
-from gap.data.tasks import check_task_names
+from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError, exit_code
 from gap.loggers import finish_loggers, make_loggers, summarize_run
+from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, load_pretrained
 from gap.results import ResultsWriter, metric_table
@@ -26,6 +27,7 @@ from gap.sweep import finished_results, in_multirun
 log = logging.getLogger("gap")
 SPLITS = ("validation", "test")
 METHODS = (*SIGNS, "none")
+CATEGORY = {"classification": "classification", "dialogue": "dialog"}  # task kind -> selection category
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -56,15 +58,17 @@ def check_config(cfg: DictConfig) -> None:
                         f"(set GAP_DATA_DIR or paths.data_dir to the folder holding tasks/ and corpora/)")
 
 
-def read_inputs(cfg: DictConfig) -> tuple[dict, list[str] | None]:
-    """The evaluation examples of every task and the corpus samples: read (and checked) before loading a model."""
-    examples = load_eval_examples(cfg.paths.data_dir, cfg.tasks.include, cfg.eval.split, cfg.eval.limit,
-                                  cfg.eval.prompt_style)
+def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
+    """The evaluation examples of every task (and, with `eval.heldout`, the held-out ones) and the corpus
+    samples: read (and checked) before loading a model."""
+    args = (cfg.paths.data_dir, cfg.tasks.include, cfg.eval.split, cfg.eval.limit, cfg.eval.prompt_style)
+    examples = load_eval_examples(*args)
+    heldout = load_eval_examples(*args, heldout=True) if cfg.eval.heldout and cfg.method.name != "none" else None
     texts = None
     if cfg.method.name != "none":
         texts = select_samples(read_corpus(cfg.corpus.path, cfg.corpus.text_field),
                                cfg.corpus.index, cfg.corpus.num_samples, cfg.corpus.name)
-    return examples, texts
+    return examples, heldout, texts
 
 
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
@@ -72,8 +76,8 @@ def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
                           cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style)
 
 
-def make_module(cfg: DictConfig, model, tokenizer) -> GAPModule:
-    return GAPModule(model, tokenizer, cfg.tasks.include, cfg.method.name, cfg.optim.lr, cfg.optim.betas,
+def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str] | None = None) -> GAPModule:
+    return GAPModule(model, tokenizer, tasks or cfg.tasks.include, cfg.method.name, cfg.optim.lr, cfg.optim.betas,
                      cfg.model.max_length, cfg.eval.max_new_tokens, share_context=cfg.eval.share_context,
                      prompt_style=cfg.eval.prompt_style)
 
@@ -99,6 +103,31 @@ def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalData
         logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
 
 
+def evaluate_once(cfg: DictConfig, model, tokenizer, examples: dict) -> dict:
+    """One evaluation outside the run's history and loggers (the held-out evaluations)."""
+    module = make_module(cfg, model, tokenizer, list(examples))
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    trainer.validate(module, dataloaders=make_evaldata(cfg, examples, tokenizer).val_dataloader(), verbose=False)
+    return module.evaluations[-1]
+
+
+def run_heldout(cfg: DictConfig, model, tokenizer, heldout: dict, keeper: KeepSelectedWeights,
+                baseline: dict) -> dict:
+    """The selected weights of each category on its tasks' held-out examples, beside the baseline's."""
+    selected = {"metrics": {}, "predictions": {}, "epochs": {}}
+    by_epoch: dict[int, list[str]] = {}
+    for category, (epoch, _) in keeper.weights.items():
+        by_epoch.setdefault(epoch, []).append(category)
+        selected["epochs"][category] = epoch
+    for epoch, categories in by_epoch.items():
+        model.load_state_dict(keeper.weights[categories[0]][1])
+        tasks = [t for t in heldout if CATEGORY[TASKS[t].kind] in categories]
+        evaluation = evaluate_once(cfg, model, tokenizer, {t: heldout[t] for t in tasks})
+        selected["metrics"] |= evaluation["metrics"]
+        selected["predictions"] |= evaluation["predictions"]
+    return {"baseline": baseline, "selected": selected}
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its `results.json` document (also written to `paths.output_dir`)."""
     out_dir = Path(cfg.paths.output_dir)
@@ -106,7 +135,7 @@ def train(cfg: DictConfig) -> dict:
         print(f"skipped: {out_dir} finished ok before (sweep.skip_done=false runs it again)")
         return done
     check_config(cfg)
-    examples, texts = read_inputs(cfg)
+    examples, heldout, texts = read_inputs(cfg)
     if in_multirun():
         with open_dict(cfg):
             cfg.group = cfg.sweep.name
@@ -118,24 +147,32 @@ def train(cfg: DictConfig) -> dict:
     module = make_module(cfg, model, tokenizer)
     loggers = make_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    keeper = KeepSelectedWeights()
     trainer = instantiate(cfg.trainer, logger=loggers or False,
-                          callbacks=[*callbacks, _WriteAfterEvaluation(writer)])
+                          callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout else [])])
+    extra = {}
     try:
         run_baseline(cfg, trainer, module, evaldata, loggers)
+        heldout_baseline = evaluate_once(cfg, model, tokenizer, heldout) if heldout else None
         if corpus is not None:
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())
+        if cfg.save_checkpoint:
+            model.save_pretrained(out_dir / "checkpoint")
+            tokenizer.save_pretrained(out_dir / "checkpoint")
+        if heldout and keeper.weights:
+            extra["heldout"] = run_heldout(cfg, model, tokenizer, heldout, keeper, heldout_baseline)
+            for name, part in extra["heldout"].items():
+                for logger in loggers:
+                    logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})
         results = writer.write("diverged" if module.diverged else "ok", module.evaluations,
-                               error="non-finite training loss" if module.diverged else None)
+                               error="non-finite training loss" if module.diverged else None, extra=extra)
         summarize_run(loggers, results)
     except BaseException as err:
         writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
         raise
     finally:
         finish_loggers(loggers)
-    if cfg.save_checkpoint:
-        model.save_pretrained(out_dir / "checkpoint")
-        tokenizer.save_pretrained(out_dir / "checkpoint")
     print(metric_table(results))
     print(f"results: {out_dir / 'results.json'}")
     return results

@@ -139,3 +139,25 @@ def test_unreachable_hub_fails_at_once_with_a_clear_message(tmp_path):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "facebook/opt-350m" in last and "hub cannot be reached" in last
+
+
+def test_heldout_evaluates_the_selected_weights_on_unseen_examples(tmp_path, data_dir):
+    proc = gap("gap.train", "model=tiny-random", "eval.limit=3", "trainer.max_epochs=2", "logger=none",
+               "eval.heldout=true", "tasks.include=[piqa,copa,wizard_of_wikipedia]", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    heldout = results["heldout"]
+    assert heldout["epochs"] == {c: results["best"][c]["epoch"] for c in ("classification", "dialog")}
+    keys = {"piqa/acc", "copa/acc", "wizard_of_wikipedia/f1", "wizard_of_wikipedia/loss",
+            "avg/classification_acc", "avg/dialog_f1"}
+    assert set(heldout["baseline"]) == keys and set(heldout["selected"]) == keys
+    rows = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
+    validation = {t: [r["index"] for r in rows(tmp_path / "predictions" / f"{t}.jsonl")] for t in ("piqa", "copa")}
+    unseen = {t: [r["index"] for r in rows(tmp_path / "predictions" / "heldout" / f"{t}.jsonl")]
+              for t in ("piqa", "copa")}
+    assert unseen["piqa"] == [3, 4, 5] and validation["piqa"] == [0, 1, 2]  # piqa has no test split
+    assert unseen["copa"] == [0, 1, 2]  # copa's test split
+    copa_test = [json.loads(line) for line in (data_dir / "tasks/copa/test.jsonl").read_text().splitlines()[:3]]
+    assert [r["label"] for r in rows(tmp_path / "predictions" / "heldout" / "copa.jsonl")] == \
+        [row["label"] for row in copa_test]
+    assert (tmp_path / "predictions" / "heldout" / "baseline" / "piqa.jsonl").is_file()

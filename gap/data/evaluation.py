@@ -6,7 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from gap.data.harness import HarnessExample, encode_pair, load_harness_examples
-from gap.data.tasks import TASKS, Example, load_examples
+from gap.data.tasks import TASKS, Example, load_examples, task_file
 from gap.scoring.batching import length_sorted_batches
 
 PROMPT_STYLES = ("gap", "harness")
@@ -66,13 +66,20 @@ def tokenize_example(task: str, example, tokenizer, max_length: int, prompt_styl
 
 
 def load_eval_examples(data_dir: Path, tasks: list[str], split: str, limit: int | None,
-                       prompt_style: str = "gap") -> dict[str, list]:
+                       prompt_style: str = "gap", heldout: bool = False) -> dict[str, list]:
     """The first `limit` examples of each task in a prompt style. `harness` reads the classification
     tasks as lm-evaluation-harness documents (it keeps rows the gap format drops, such as arc's 3- and
-    5-choice questions); dialogue tasks always use the gap format."""
+    5-choice questions); dialogue tasks always use the gap format.
+
+    `heldout`: instead, `limit` examples that the validation slice never saw: a task's test split where it
+    has one, else its validation examples after the first `limit`.
+    """
     def load(task):
         harness = prompt_style == "harness" and TASKS[task].kind == "classification"
-        return (load_harness_examples if harness else load_examples)(data_dir, task, split, limit)
+        where, start = split, 0
+        if heldout:
+            where, start = ("test", 0) if task_file(data_dir, task, "test").is_file() else ("validation", limit)
+        return (load_harness_examples if harness else load_examples)(data_dir, task, where, limit, start)
     return {task: load(task) for task in tasks}
 
 

@@ -1,5 +1,7 @@
-"""Lightning callbacks: the GAP authors' early stop."""
+"""Lightning callbacks: the GAP authors' early stop, and keeping the selected weights."""
 import lightning as L
+
+from gap.results import AVERAGES
 
 
 class AuthorsEarlyStop(L.Callback):
@@ -19,9 +21,29 @@ class AuthorsEarlyStop(L.Callback):
         self.best = {k: max(best, metrics[k]) for k, best in self.best.items()}
         return self.strikes >= self.patience
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):  # after the module has recorded the evaluation
         if trainer.state.fn != "fit" or not pl_module.evaluations:
             return
         last = pl_module.evaluations[-1]
         if self.update(last["epoch"], last["metrics"]):
             trainer.should_stop = True
+
+
+class KeepSelectedWeights(L.Callback):
+    """Keeps (on the CPU) the weights of the best evaluation so far of each category's average, the
+    authors' per-run selection, so they can be evaluated on held-out examples after training."""
+
+    def __init__(self):
+        self.best: dict[str, float] = {}
+        self.weights: dict[str, tuple[int, dict]] = {}  # category -> (epoch, state dict)
+
+    def on_validation_end(self, trainer, pl_module):  # after the module has recorded the evaluation
+        if trainer.state.fn != "fit" or not pl_module.evaluations:
+            return
+        last, copy = pl_module.evaluations[-1], None
+        for category, key in AVERAGES.items():
+            value = last["metrics"].get(key)
+            if value is not None and value > self.best.get(category, float("-inf")):
+                self.best[category] = value
+                copy = copy or {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+                self.weights[category] = (last["epoch"], copy)

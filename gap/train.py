@@ -121,6 +121,10 @@ def run_heldout(cfg: DictConfig, model, tokenizer, heldout: dict, keeper: KeepSe
         selected["epochs"][category] = epoch
     for epoch, categories in by_epoch.items():
         model.load_state_dict(keeper.weights[categories[0]][1])
+        if cfg.save_checkpoint:
+            for category in categories:
+                model.save_pretrained(Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
+                tokenizer.save_pretrained(Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
         tasks = [t for t in heldout if CATEGORY[TASKS[t].kind] in categories]
         evaluation = evaluate_once(cfg, model, tokenizer, {t: heldout[t] for t in tasks})
         selected["metrics"] |= evaluation["metrics"]

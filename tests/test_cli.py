@@ -143,7 +143,8 @@ def test_unreachable_hub_fails_at_once_with_a_clear_message(tmp_path):
 
 def test_heldout_evaluates_the_selected_weights_on_unseen_examples(tmp_path, data_dir):
     proc = gap("gap.train", "model=tiny-random", "eval.limit=3", "trainer.max_epochs=2", "logger=none",
-               "eval.heldout=true", "tasks.include=[piqa,copa,wizard_of_wikipedia]", tmp_path=tmp_path)
+               "eval.heldout=true", "tasks.include=[piqa,copa,wizard_of_wikipedia]", "save_checkpoint=true",
+               tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     heldout = results["heldout"]
@@ -161,3 +162,5 @@ def test_heldout_evaluates_the_selected_weights_on_unseen_examples(tmp_path, dat
     assert [r["label"] for r in rows(tmp_path / "predictions" / "heldout" / "copa.jsonl")] == \
         [row["label"] for row in copa_test]
     assert (tmp_path / "predictions" / "heldout" / "baseline" / "piqa.jsonl").is_file()
+    for category in ("classification", "dialog"):  # the selected weights, as standard checkpoints
+        assert (tmp_path / f"checkpoint-selected-{category}" / "config.json").is_file()

@@ -159,6 +159,7 @@ def train(cfg: DictConfig) -> dict:
         run_baseline(cfg, trainer, module, evaldata, loggers)
         heldout_baseline = evaluate_once(cfg, model, tokenizer, heldout) if heldout else None
         if corpus is not None:
+            module.train()  # as loaded, the model is in eval mode; dropout is off either way
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())
         if cfg.save_checkpoint:
@@ -187,7 +188,6 @@ def run_cli(job, cfg: DictConfig) -> None:
     `results.json` left in the run directory. In a sweep, a failed job (any error) is recorded and the
     grid goes on."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*`past_key_values`.*")
     try:
         job(cfg)
     except GapError as err:

@@ -44,7 +44,7 @@ test-slow: setup model
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m ruff check gap tests
+	$(PY) -m ruff check gap tests bench
 
 clean:
 	rm -rf outputs wandb .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from gap.data.tasks import TASKS
 from gap.modules.loading import load_pretrained
-from gap.train import check_config, make_evaldata, make_module, read_inputs
+from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,18 +65,13 @@ class FlopCounter:
 
 
 def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
-    cfg = cfg.copy()
-    cfg.tasks.include = [task]
-    data, module = make_evaldata(cfg, {task: examples}, tokenizer), make_module(cfg, model, tokenizer)
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, inference_mode=False)
+    data = make_evaldata(cfg, {task: examples}, tokenizer)
     counter.reset()
     start = time.perf_counter()
-    trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    evaluation = evaluate_once(cfg, model, tokenizer, data, [task])
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "examples": len(examples), "tokens": counter.tokens,
-            "positions": counter.positions, "flops": counter.flops,
-            "metrics": module.evaluations[-1]["metrics"]}
+            "positions": counter.positions, "flops": counter.flops, "metrics": evaluation["metrics"]}
 
 
 def table(rows: dict, peak: float) -> str:

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 import numpy as np
 from omegaconf import DictConfig
 
@@ -18,17 +17,16 @@ from bench.lm_eval_tasks import write_harness_tasks
 from gap.data.evaluation import load_eval_examples
 from gap.data.tasks import CLASSIFICATION
 from gap.modules.loading import load_pretrained
-from gap.train import make_evaldata, make_module
+from gap.train import evaluate_once, make_evaldata
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_ours(cfg, model, tokenizer, examples) -> tuple[float, dict]:
     start = time.perf_counter()
-    data, module = make_evaldata(cfg, examples, tokenizer), make_module(cfg, model, tokenizer)
-    L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              inference_mode=False).validate(module, dataloaders=data.val_dataloader(), verbose=False)
-    return time.perf_counter() - start, module.evaluations[-1]["predictions"]
+    data = make_evaldata(cfg, examples, tokenizer)
+    evaluation = evaluate_once(cfg, model, tokenizer, data, list(examples))
+    return time.perf_counter() - start, evaluation["predictions"]
 
 
 def run_harness(cfg, model, tokenizer, workdir: Path) -> tuple[float, dict]:

@@ -103,15 +103,21 @@ def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalData
         logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
 
 
-def evaluate_once(cfg: DictConfig, model, tokenizer, examples: dict) -> dict:
-    """One evaluation outside the run's history and loggers (the held-out evaluations)."""
-    module = make_module(cfg, model, tokenizer, list(examples))
+def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, tasks: list[str]) -> dict:
+    """One evaluation of `tasks` outside the run's history and loggers (the held-out evaluations)."""
+    module = make_module(cfg, model, tokenizer, tasks)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
-    trainer.validate(module, dataloaders=make_evaldata(cfg, examples, tokenizer).val_dataloader(), verbose=False)
+    trainer.validate(module, dataloaders=data.val_dataloader(tasks), verbose=False)
     return module.evaluations[-1]
 
 
-def run_heldout(cfg: DictConfig, model, tokenizer, heldout: dict, keeper: KeepSelectedWeights,
+def save_checkpoint(model, tokenizer, path: Path) -> None:
+    """A standard Hugging Face checkpoint (also for a model loaded from GGUF: see `gap.modules.loading`)."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def run_heldout(cfg: DictConfig, model, tokenizer, data: EvalDataModule, keeper: KeepSelectedWeights,
                 baseline: dict) -> dict:
     """The selected weights of each category on its tasks' held-out examples, beside the baseline's."""
     selected = {"metrics": {}, "predictions": {}, "epochs": {}}
@@ -123,10 +129,9 @@ def run_heldout(cfg: DictConfig, model, tokenizer, heldout: dict, keeper: KeepSe
         model.load_state_dict(keeper.weights[categories[0]][1])
         if cfg.save_checkpoint:
             for category in categories:
-                model.save_pretrained(Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-                tokenizer.save_pretrained(Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-        tasks = [t for t in heldout if CATEGORY[TASKS[t].kind] in categories]
-        evaluation = evaluate_once(cfg, model, tokenizer, {t: heldout[t] for t in tasks})
+                save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
+        tasks = [t for t in data.tasks if CATEGORY[TASKS[t].kind] in categories]
+        evaluation = evaluate_once(cfg, model, tokenizer, data, tasks)
         selected["metrics"] |= evaluation["metrics"]
         selected["predictions"] |= evaluation["predictions"]
     return {"baseline": baseline, "selected": selected}
@@ -143,30 +148,32 @@ def train(cfg: DictConfig) -> dict:
     if in_multirun():
         with open_dict(cfg):
             cfg.group = cfg.sweep.name
-    writer = ResultsWriter(out_dir, OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    writer = ResultsWriter(out_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer, model = load_pretrained(cfg.model, keep=in_multirun())
     corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
     evaldata = make_evaldata(cfg, examples, tokenizer)
     module = make_module(cfg, model, tokenizer)
-    loggers = make_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
+    heldout_data = make_evaldata(cfg, heldout, tokenizer) if heldout else None
+    loggers = make_loggers(cfg.get("logger"), config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     keeper = KeepSelectedWeights()
     trainer = instantiate(cfg.trainer, logger=loggers or False,
-                          callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout else [])])
+                          callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout_data else [])])
     extra = {}
     try:
         run_baseline(cfg, trainer, module, evaldata, loggers)
-        heldout_baseline = evaluate_once(cfg, model, tokenizer, heldout) if heldout else None
+        if heldout_data:
+            heldout_baseline = evaluate_once(cfg, model, tokenizer, heldout_data, heldout_data.tasks)
         if corpus is not None:
             module.train()  # as loaded, the model is in eval mode; dropout is off either way
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())
         if cfg.save_checkpoint:
-            model.save_pretrained(out_dir / "checkpoint")
-            tokenizer.save_pretrained(out_dir / "checkpoint")
-        if heldout and keeper.weights:
-            extra["heldout"] = run_heldout(cfg, model, tokenizer, heldout, keeper, heldout_baseline)
+            save_checkpoint(model, tokenizer, out_dir / "checkpoint")
+        if heldout_data and keeper.weights:
+            extra["heldout"] = run_heldout(cfg, model, tokenizer, heldout_data, keeper, heldout_baseline)
             for name, part in extra["heldout"].items():
                 for logger in loggers:
                     logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})

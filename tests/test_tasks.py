@@ -196,18 +196,11 @@ def test_splits_are_separate_files(tmp_path):
 
 # ---------------------------------------------------------------- errors
 
-def test_malformed_json_line_names_file_and_line(tmp_path):
+@pytest.mark.parametrize("bad", [['{"goal": "g", "sol1": '], ["", "not json"]], ids=["truncated", "after-blank"])
+def test_malformed_json_line_names_file_and_line(tmp_path, bad):
+    """The line number is the file's, blank lines included."""
     good = {"goal": "g", "sol1": "a", "sol2": "b", "label": 0}
-    path = write_task(tmp_path, "piqa", [good, good, '{"goal": "g", "sol1": '])
-    with pytest.raises(DataError) as err:
-        load_examples(tmp_path, "piqa", "validation", None)
-    assert f"{path}:3" in str(err.value)
-    assert "malformed JSON" in str(err.value)
-
-
-def test_malformed_json_line_number_counts_blank_lines(tmp_path):
-    good = {"goal": "g", "sol1": "a", "sol2": "b", "label": 0}
-    path = write_task(tmp_path, "piqa", [good, "", "not json"])
+    path = write_task(tmp_path, "piqa", [good, *([good] if len(bad) == 1 else []), *bad])
     with pytest.raises(DataError, match="malformed JSON") as err:
         load_examples(tmp_path, "piqa", "validation", None)
     assert f"{path}:3:" in str(err.value)

@@ -94,9 +94,10 @@ class EvalDataModule(L.LightningDataModule):
         self.items = {task: [tokenize_example(task, ex, tokenizer, max_length, prompt_style) for ex in exs]
                       for task, exs in examples.items()}
 
-    def val_dataloader(self):
+    def val_dataloader(self, tasks: list[str] | None = None):
+        """One dataloader per task, in `self.tasks` order (or that of `tasks`, a subset)."""
         loaders = []
-        for task in self.tasks:
+        for task in tasks or self.tasks:
             items = self.items[task]
             batches = length_sorted_batches([it.cost(self.max_new_tokens) for it in items], self.batch_size,
                                             self.max_batch_tokens, halve=TASKS[task].kind == "classification")

@@ -32,6 +32,10 @@ CORPORA = {"github": "train_data/github.csv", "pile_cc": "train_data/pile-cc.csv
            "tdec": "train_data/lm_extraction.csv"}
 
 
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
 def reachable(url: str, timeout: float = 5.0) -> bool:
     """A `file://` folder exists, or the URL's host accepts a connection."""
     parsed = urlparse(url)
@@ -94,8 +98,7 @@ def fetch(cfg) -> dict[str, int]:
     models = list(cfg.fetch.models)
     if cfg.get("model") and cfg.model.get("path") and not Path(cfg.model.path).exists():
         models.append(cfg.model.path)  # `model=opt-350m`: its hub id
-    hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    needs = {"the Hugging Face hub": hub} if cfg.fetch.hub_tasks or models else {}
+    needs = {"the Hugging Face hub": hub_endpoint()} if cfg.fetch.hub_tasks or models else {}
     if cfg.fetch.gap_files:
         needs["the GAP authors' files"] = cfg.sources.gap_files
     down = [f"{what} ({url})" for what, url in needs.items() if not reachable(url)]

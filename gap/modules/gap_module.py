@@ -8,8 +8,8 @@ from torchmetrics import MeanMetric
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
 from gap.scoring.generation import generate_from
-from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
-from gap.scoring.prefill import extend_and_score, prefill
+from gap.scoring.loglikelihood import choice_logprobs
+from gap.scoring.prefill import prefill
 from gap.scoring.text import unigram_f1
 
 SIGNS = {"gap": -1.0, "mle": 1.0}  # the step minimises sign * NLL: gap raises the NLL, mle lowers it
@@ -106,15 +106,11 @@ class GAPModule(L.LightningModule):
     def _converse(self, items) -> list[dict]:
         """Teacher-forced loss of the target and a greedy reply, both from one prefill of the prompt."""
         pad_id = self.tokenizer.pad_token_id
-        targets = [it.continuations[0] for it in items]
         state = prefill(self.model, [it.context for it in items], pad_id)
-        token_lls = extend_and_score(self.model, state, list(range(len(items))), targets, pad_id)
-        over = [n for n, it in enumerate(items) if len(it.context) + len(targets[n]) > self.max_length]
-        if over:  # the authors scored (prompt + target)[-max_length:]: a shorter prompt than generation saw
-            flat = continuation_logprobs(self.model, [(items[n].context, targets[n]) for n in over], pad_id,
-                                         self.max_length)
-            for n, lls in zip(over, flat):
-                token_lls[n] = lls
+        # a prompt + target over max_length is scored as the authors did: (prompt + target)[-max_length:]
+        scores = choice_logprobs(self.model, [(it.context, it.continuations) for it in items], pad_id,
+                                 self.max_length, state=state)
+        token_lls = [s[0] for s in scores]
         replies = generate_from(self.model, self.tokenizer, state, self.max_new_tokens, self.stops)
         records = []
         for it, lls, reply in zip(items, token_lls, replies):

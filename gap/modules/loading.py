@@ -6,14 +6,13 @@ GGUF trains and saves as an ordinary Hugging Face checkpoint.
 """
 import json
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -29,15 +28,6 @@ def check_model_config(model_cfg) -> None:
     if gguf and not (Path(model_cfg.path) / gguf).is_file():
         raise ConfigError(f"GGUF file not found: {Path(model_cfg.path) / gguf} "
                           f"(for the embedded model run `make model`)")
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):
@@ -56,7 +46,7 @@ def _from_pretrained(cls, model_cfg, **kwargs):
         return cls.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError:
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not reachable(hub_endpoint()):
         raise ModelLoadError(
             f"model {path!r} is neither a local path nor in the Hugging Face cache, and the hub cannot be "
             f"reached; download it where there is network (it lands in the HF cache) or set model.path "

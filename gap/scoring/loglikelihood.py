@@ -2,7 +2,7 @@
 import torch
 
 from gap.scoring.batching import left_pad
-from gap.scoring.prefill import extend_and_score, prefill, token_logprobs
+from gap.scoring.prefill import Prefill, extend_and_score, prefill, token_logprobs
 
 
 @torch.no_grad()
@@ -26,19 +26,24 @@ def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_i
 
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
-                    share_context: bool = True) -> list[list[list[float]]]:
+                    share_context: bool = True, state: Prefill | None = None) -> list[list[list[float]]]:
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
-    With `share_context`, each context runs once and its choices are scored from its KV cache. A request
-    whose context + longest choice exceeds `max_length` is scored choice by choice, since each of its
-    choices then sees a differently truncated context.
+    With `share_context`, each context runs once and its choices are scored from its KV cache (`state`,
+    when the caller has already prefilled every request's context, as dialogue does for generation). A
+    request whose context + longest choice exceeds `max_length` is scored choice by choice, since each of
+    its choices then sees a differently truncated context.
     """
     shared = [i for i, (ctx, choices) in enumerate(requests)
               if share_context and ctx and len(ctx) + max(len(c) for c in choices) <= max_length]
     results: list = [None] * len(requests)
     if shared:
-        state = prefill(model, [requests[i][0] for i in shared], pad_id)
-        rows = [n for n, i in enumerate(shared) for _ in requests[i][1]]
+        if state is None:
+            state = prefill(model, [requests[i][0] for i in shared], pad_id)
+            row_of = {i: row for row, i in enumerate(shared)}
+        else:
+            row_of = {i: i for i in shared}
+        rows = [row_of[i] for i in shared for _ in requests[i][1]]
         scores = iter(extend_and_score(model, state, rows, [c for i in shared for c in requests[i][1]], pad_id))
         for i in shared:
             results[i] = [next(scores) for _ in requests[i][1]]

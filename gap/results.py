@@ -4,6 +4,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 AVERAGES = {"classification": "avg/classification_acc", "dialog": "avg/dialog_f1"}
 
 
@@ -14,6 +16,9 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from a group's other users
     os.replace(tmp, path)
 
 
@@ -72,7 +77,8 @@ def metric_table(results: dict) -> str:
 
 
 class ResultsWriter:
-    """Keeps `results.json` and the predictions of a run directory current after every evaluation."""
+    """Keeps `results.json` and the predictions of a run directory current after every evaluation.
+    In a multi-process run only global rank 0 writes (every rank holds the gathered results)."""
 
     def __init__(self, out_dir: Path, config: dict):
         self.out_dir, self.config = Path(out_dir), config
@@ -80,6 +86,8 @@ class ResultsWriter:
     def write(self, status: str, evaluations: list[dict], error: str | None = None, extra: dict | None = None) -> dict:
         """`extra["heldout"]`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`)."""
         results = run_results(status, self.config, evaluations, error)
+        if rank_zero_only.rank != 0:
+            return results
         if extra and "heldout" in extra:
             heldout = extra["heldout"]
             results["heldout"] = {"epochs": heldout["selected"]["epochs"], "baseline": heldout["baseline"]["metrics"],

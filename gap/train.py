@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gap.baselines import load_baseline, store_baseline
@@ -22,6 +23,7 @@ from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, load_pretrained
 from gap.results import ResultsWriter, metric_table
+from gap.strategies import make_strategy
 from gap.sweep import finished_results, in_multirun
 
 log = logging.getLogger("gap")
@@ -82,6 +84,10 @@ def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str] | None = Non
                      prompt_style=cfg.eval.prompt_style)
 
 
+def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:
+    return instantiate(cfg.trainer, strategy=make_strategy(cfg.trainer.get("strategy"), model), **kwargs)
+
+
 class _WriteAfterEvaluation(L.Callback):
     def __init__(self, writer: ResultsWriter):
         self.writer = writer
@@ -95,7 +101,8 @@ def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalData
     baseline = load_baseline(cfg)
     if baseline is None:
         trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
-        store_baseline(cfg, module.evaluations[-1])
+        if trainer.is_global_zero:
+            store_baseline(cfg, module.evaluations[-1])
         return
     log.info("baseline evaluation reused from %s", baseline["cached"])
     module.evaluations.append(baseline)
@@ -106,13 +113,15 @@ def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalData
 def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, tasks: list[str]) -> dict:
     """One evaluation of `tasks` outside the run's history and loggers (the held-out evaluations)."""
     module = make_module(cfg, model, tokenizer, tasks)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    trainer = make_trainer(cfg, model, logger=False, callbacks=[], enable_progress_bar=False)
     trainer.validate(module, dataloaders=data.val_dataloader(tasks), verbose=False)
     return module.evaluations[-1]
 
 
 def save_checkpoint(model, tokenizer, path: Path) -> None:
     """A standard Hugging Face checkpoint (also for a model loaded from GGUF: see `gap.modules.loading`)."""
+    if rank_zero_only.rank != 0:
+        return
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
@@ -159,7 +168,7 @@ def train(cfg: DictConfig) -> dict:
     loggers = make_loggers(cfg.get("logger"), config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     keeper = KeepSelectedWeights()
-    trainer = instantiate(cfg.trainer, logger=loggers or False,
+    trainer = make_trainer(cfg, model, logger=loggers or False,
                           callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout_data else [])])
     extra = {}
     try:
@@ -185,8 +194,9 @@ def train(cfg: DictConfig) -> dict:
         raise
     finally:
         finish_loggers(loggers)
-    print(metric_table(results))
-    print(f"results: {out_dir / 'results.json'}")
+    if rank_zero_only.rank == 0:
+        print(metric_table(results))
+        print(f"results: {out_dir / 'results.json'}")
     return results
 
 

@@ -4,7 +4,8 @@ import time
 import lightning as L
 import numpy as np
 import torch
-from torchmetrics import MeanMetric
+import torch.distributed as dist
+from lightning.pytorch.strategies import FSDPStrategy
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
 from gap.scoring.generation import generate_from
@@ -18,7 +19,10 @@ SIGNS = {"gap": -1.0, "mle": 1.0}  # the step minimises sign * NLL: gap raises t
 class GAPModule(L.LightningModule):
     """Wraps a causal LM. Training: one sample, loss = sign * mean token NLL. Validation: each batch of
     a task goes to choice scoring (classification) or to greedy generation (dialogue); every finished
-    evaluation is appended to `evaluations` with its metrics and per-example predictions."""
+    evaluation is appended to `evaluations` with its metrics and per-example predictions.
+
+    Under data parallelism each rank scores every `world_size`-th batch; the records are gathered and
+    the metrics computed from them in example order, so they equal a single process's."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
                  max_length: int = 512, max_new_tokens: int = 32, stops=("\nUser ",), share_context: bool = True,
@@ -29,10 +33,6 @@ class GAPModule(L.LightningModule):
         self.lr, self.betas = lr, tuple(betas)
         self.max_length, self.max_new_tokens, self.stops = max_length, max_new_tokens, list(stops)
         self.share_context, self.prompt_style = share_context, prompt_style
-        accuracies = ("acc", "acc_norm") if prompt_style == "harness" else ("acc",)
-        names = [f"{t}/{m}" for t in self.tasks
-                 for m in (accuracies if TASKS[t].kind == "classification" else ("f1", "loss"))]
-        self.metrics = torch.nn.ModuleDict({n.replace("/", "__"): MeanMetric().set_dtype(torch.float64) for n in names})
         self.evaluations: list[dict] = []
         self.last_train_nll: float | None = None
         self.diverged = False
@@ -54,8 +54,13 @@ class GAPModule(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _metric(self, task, name) -> MeanMetric:
-        return self.metrics[f"{task}__{name}"]
+    def _shard(self) -> tuple[int, int]:
+        """(this rank, ranks) over which evaluation batches are split. With sharded parameters (FSDP,
+        DeepSpeed stage 3) every forward pass is collective, so every rank scores every batch."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy) or getattr(strategy, "zero_stage_3", False):
+            return 0, 1
+        return self.global_rank, self.trainer.world_size
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Evaluation batches hold token lists, which the scoring engine moves itself."""
@@ -64,6 +69,9 @@ class GAPModule(L.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        rank, ranks = self._shard()
+        if batch_idx % ranks != rank:  # another rank's batch
+            return
         task = self.tasks[dataloader_idx]
         start = time.perf_counter()
         records = self._classify(batch) if TASKS[task].kind == "classification" else self._converse(batch)
@@ -92,13 +100,11 @@ class GAPModule(L.LightningModule):
         for it, choice_scores in zip(items, per_item):
             lls = [sum(s) for s in choice_scores]
             pred = max(range(len(lls)), key=lls.__getitem__)  # first of ties, as the authors' argmin
-            self._metric(it.task, "acc").update(float(pred == it.example.label))
             record = {"index": it.example.index, "label": it.example.label, "pred": pred, "loglikelihoods": lls}
             if harness:
                 lengths = np.array([float(len(c)) for c in it.example.choices])
                 with np.errstate(divide="ignore", invalid="ignore"):
                     pred_norm = int(np.argmax(np.array(lls) / lengths))
-                self._metric(it.task, "acc_norm").update(float(pred_norm == it.example.label))
                 record["pred_norm"] = pred_norm
             records.append(record)
         return records
@@ -114,31 +120,56 @@ class GAPModule(L.LightningModule):
         replies = generate_from(self.model, self.tokenizer, state, self.max_new_tokens, self.stops)
         records = []
         for it, lls, reply in zip(items, token_lls, replies):
-            f1 = unigram_f1(reply, it.target_text)
-            self._metric(it.task, "f1").update(f1)
-            self._metric(it.task, "loss").update(-sum(lls) / len(lls), weight=len(lls))
-            records.append({"index": it.example.index, "target": it.example.target, "pred": reply, "f1": f1})
+            records.append({"index": it.example.index, "target": it.example.target, "pred": reply,
+                            "f1": unigram_f1(reply, it.target_text), "nll": -sum(lls), "tokens": len(lls)})
         return records
 
+    def _gathered(self) -> tuple[dict[str, list[dict]], dict[str, float]]:
+        """Every rank's records (in example order) and the slowest rank's seconds per task."""
+        predictions, seconds = self._predictions, self._seconds
+        if self._shard()[1] > 1 and dist.is_available() and dist.is_initialized():
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (predictions, seconds))
+            predictions = {t: [r for p, _ in parts for r in p.get(t, [])] for t in self.tasks}
+            seconds = {t: max(s.get(t, 0.0) for _, s in parts) for t in self.tasks}
+        return {t: sorted(predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}, seconds
+
     def on_validation_epoch_end(self):
+        predictions, seconds = self._gathered()
+        self._predictions, self._seconds = {}, {}
+        if self.trainer.sanity_checking:
+            return
         metrics = {}
-        for key, metric in self.metrics.items():
-            metrics[key.replace("__", "/")] = metric.compute().item()
-            metric.reset()
+        for task in self.tasks:
+            metrics |= task_metrics(task, predictions[task], self.prompt_style == "harness")
         for name, tasks, metric in (("avg/classification_acc", CLASSIFICATION, "acc"),
                                     ("avg/dialog_f1", DIALOGUE, "f1")):
             values = [metrics[f"{t}/{metric}"] for t in tasks if t in self.tasks]
             if values:
                 metrics[name] = sum(values) / len(values)
-        if not self.trainer.sanity_checking:
-            self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1)
-            predictions = {t: sorted(self._predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}
-            self.evaluations.append({
-                "epoch": None if self.trainer.state.fn == "validate" else self.current_epoch,
-                "step": self.global_step,
-                "train_nll": self.last_train_nll,
-                "metrics": metrics,
-                "seconds": {t: round(s, 3) for t, s in self._seconds.items()},
-                "predictions": predictions,
-            })
-        self._predictions, self._seconds = {}, {}
+        # equal on every rank (gathered): the sync averages equal values
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1, sync_dist=True)
+        self.evaluations.append({
+            "epoch": None if self.trainer.state.fn == "validate" else self.current_epoch,
+            "step": self.global_step,
+            "train_nll": self.last_train_nll,
+            "metrics": metrics,
+            "seconds": {t: round(s, 3) for t, s in seconds.items()},
+            "predictions": predictions,
+        })
+
+
+def task_metrics(task: str, records: list[dict], harness: bool = False) -> dict[str, float]:
+    """A task's metrics from its per-example records: `acc` (and with `harness`, `acc_norm`) for
+    classification; for dialogue the mean unigram F1 and the token-weighted mean target NLL (`loss`)."""
+    def mean(values):
+        return sum(values) / len(values) if values else float("nan")
+
+    if TASKS[task].kind == "classification":
+        metrics = {f"{task}/acc": mean([float(r["pred"] == r["label"]) for r in records])}
+        if harness:
+            metrics[f"{task}/acc_norm"] = mean([float(r["pred_norm"] == r["label"]) for r in records])
+        return metrics
+    tokens = sum(r["tokens"] for r in records)
+    return {f"{task}/f1": mean([r["f1"] for r in records]),
+            f"{task}/loss": sum(r["nll"] for r in records) / tokens if tokens else float("nan")}

@@ -14,6 +14,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gap.baselines import load_baseline, store_baseline
+from gap.choices import hydra_entry
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
 from gap.data.tasks import TASKS, check_task_names
@@ -21,7 +22,8 @@ from gap.errors import ConfigError, DataError, GapError, exit_code
 from gap.loggers import finish_loggers, make_loggers, summarize_run
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
-from gap.modules.loading import check_model_config, load_pretrained
+from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
+from gap.preemption import EXIT_CODE, is_preemption, raise_on_sigterm
 from gap.results import ResultsWriter, metric_table
 from gap.strategies import make_strategy
 from gap.sweep import finished_results, in_multirun
@@ -160,8 +162,10 @@ def train(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     writer = ResultsWriter(out_dir, config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer, model = load_pretrained(cfg.model, keep=in_multirun())
+    # the corpus samples are checked with the tokenizer before the model loads
+    tokenizer = kept_tokenizer(cfg.model) or load_tokenizer(cfg.model)
     corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
+    tokenizer, model = load_pretrained(cfg.model, keep=in_multirun(), tokenizer=tokenizer)
     evaldata = make_evaldata(cfg, examples, tokenizer)
     module = make_module(cfg, model, tokenizer)
     heldout_data = make_evaldata(cfg, heldout, tokenizer) if heldout else None
@@ -170,7 +174,7 @@ def train(cfg: DictConfig) -> dict:
     keeper = KeepSelectedWeights()
     trainer = make_trainer(cfg, model, logger=loggers or False,
                           callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout_data else [])])
-    extra = {}
+    extra, preempted = {}, False
     try:
         run_baseline(cfg, trainer, module, evaldata, loggers)
         if heldout_data:
@@ -190,10 +194,14 @@ def train(cfg: DictConfig) -> dict:
                                error="non-finite training loss" if module.diverged else None, extra=extra)
         summarize_run(loggers, results)
     except BaseException as err:
-        writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
+        preempted = is_preemption(err)
+        if preempted:
+            writer.write("preempted", module.evaluations, error="SIGTERM: stopped before the end")
+        else:
+            writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, preempted)
     if rank_zero_only.rank == 0:
         print(metric_table(results))
         print(f"results: {out_dir / 'results.json'}")
@@ -203,10 +211,11 @@ def train(cfg: DictConfig) -> dict:
 def run_cli(job, cfg: DictConfig) -> None:
     """Run a job; a `GapError` becomes one `error:` line and exit code 2 (bad input) or 1, with a failed
     `results.json` left in the run directory. In a sweep, a failed job (any error) is recorded and the
-    grid goes on."""
+    grid goes on. SIGTERM ends the job, and a sweep, with exit code 143 (`gap.preemption`)."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     try:
-        job(cfg)
+        with raise_on_sigterm():
+            job(cfg)
     except GapError as err:
         try:
             ResultsWriter(Path(cfg.paths.output_dir), OmegaConf.to_container(cfg, resolve=False)).write(
@@ -215,16 +224,23 @@ def run_cli(job, cfg: DictConfig) -> None:
             print(f"error: {err}", file=sys.stderr)
             if not in_multirun():
                 sys.exit(exit_code(err))
-    except Exception as err:  # train() has already written a failed results.json
-        if not in_multirun():
+    except BaseException as err:  # train() has already written its results.json
+        if is_preemption(err):
+            print(f"preempted: results so far in {cfg.paths.output_dir}; run it again to redo the job",
+                  file=sys.stderr)
+            sys.exit(EXIT_CODE)
+        if not in_multirun() or not isinstance(err, Exception):
             raise
         log.exception("job failed: %s", cfg.paths.output_dir)
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     run_cli(train, cfg)
+
+
+main = hydra_entry(hydra_main)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every model leaves here in the state GAP needs: dropout off, a pad token, left t
 authors kept the end of over-long inputs), and no quantisation metadata, so a model dequantised from
 GGUF trains and saves as an ordinary Hugging Face checkpoint.
 """
+import functools
 import json
 import os
 from pathlib import Path
@@ -24,10 +25,28 @@ def check_model_config(model_cfg) -> None:
         raise ConfigError(f"model.dtype={model_cfg.dtype!r} is not a dtype; valid: {', '.join(DTYPES)}")
     if model_cfg.get("random_init") is None and not model_cfg.get("path"):
         raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
-    gguf = model_cfg.get("gguf_file")
-    if gguf and not (Path(model_cfg.path) / gguf).is_file():
-        raise ConfigError(f"GGUF file not found: {Path(model_cfg.path) / gguf} "
-                          f"(for the embedded model run `make model`)")
+    if model_cfg.get("gguf_file"):
+        check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse a missing, foreign or truncated GGUF file: its header must parse and every tensor must
+    lie inside the file (the jobs of a sweep check an unchanged file once)."""
+    if not path.is_file():
+        raise ConfigError(f"GGUF file not found: {path} (for the embedded model run `make model`)")
+    stat = path.stat()
+    _check_gguf_once(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _check_gguf_once(path: str, size: int, mtime_ns: int) -> None:
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except (ValueError, IndexError, OSError) as err:
+        raise ConfigError(f"GGUF file {path} is unreadable or truncated ({err}); valid: a complete GGUF "
+                          f"file (for the embedded model: delete it and run `make model`)") from None
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):
@@ -121,20 +140,30 @@ def load_model(model_cfg, tokenizer):
 _KEPT: dict[str, tuple] = {}  # model entry -> (tokenizer, model, its loaded weights on the CPU)
 
 
-def load_pretrained(model_cfg, keep: bool = False):
-    """(tokenizer, model) of a model entry, as loaded from its source.
+def _key(model_cfg) -> str:
+    return json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True)
+
+
+def kept_tokenizer(model_cfg):
+    """The tokenizer `load_pretrained(keep=True)` holds for this entry, else None."""
+    return _KEPT.get(_key(model_cfg), (None,))[0]
+
+
+def load_pretrained(model_cfg, keep: bool = False, tokenizer=None):
+    """(tokenizer, model) of a model entry, as loaded from its source (with `tokenizer`, if already
+    loaded by `load_tokenizer`).
 
     With `keep` (the jobs of a sweep that share a process), the model and a CPU copy of its weights stay
     in this process: a later call for the same entry restores those weights into it instead of loading
     again, so each job starts from the unchanged model.
     """
-    key = json.dumps(OmegaConf.to_container(model_cfg, resolve=True), sort_keys=True)
+    key = _key(model_cfg)
     if key in _KEPT:
         tokenizer, model, weights = _KEPT[key]
         model.load_state_dict(weights)
         return tokenizer, model
     _KEPT.clear()  # one model at a time
-    tokenizer = load_tokenizer(model_cfg)
+    tokenizer = tokenizer or load_tokenizer(model_cfg)
     model = load_model(model_cfg, tokenizer)
     if keep:
         _KEPT[key] = (tokenizer, model, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})

@@ -23,15 +23,27 @@ from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_rate(size: int = 1024, seconds: float = 3.0) -> float:
-    """Sustained fp32 matmul FLOP/s of this machine at the current thread count."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 3.0) -> float:
+    """Sustained matmul FLOP/s of the device in the dtype the model computes in (on the CPU at the
+    current thread count)."""
+    size = 1024 if device == "cpu" else 8192
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         n += 1
+        if device != "cpu" and n % 10 == 0:
+            torch.cuda.synchronize()
+    if device != "cpu":
+        torch.cuda.synchronize()
     return 2 * size ** 3 * n / (time.perf_counter() - start)
+
+
+def compute_setting(trainer_cfg) -> tuple[str, torch.dtype]:
+    """(device, dtype of the matrix products) that `trainer_cfg` evaluates with."""
+    gpu = trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return ("cuda" if gpu else "cpu"), (torch.bfloat16 if "bf16" in str(trainer_cfg.precision) else torch.float32)
 
 
 class FlopCounter:
@@ -92,7 +104,8 @@ def main(cfg: DictConfig) -> None:
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
     counter = FlopCounter(model)
-    peak = matmul_rate()
+    device, dtype = compute_setting(cfg.trainer)
+    peak = matmul_rate(device, dtype)
     rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
     groups = {"classification": [t for t in rows if TASKS[t].kind == "classification"],
               "dialogue": [t for t in rows if TASKS[t].kind == "dialogue"], "all": list(rows)}
@@ -100,12 +113,16 @@ def main(cfg: DictConfig) -> None:
         if tasks:
             rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks)
                                    for k in ("seconds", "examples", "tokens", "positions", "flops")}
-    report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": str(model.device),
-              "threads": torch.get_num_threads(), "matmul_flops_per_s": peak, "tasks": rows}
-    out = ROOT / "bench" / "results.json"
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
+              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "tasks": rows}
+    if device == "cuda":
+        report["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, device {model.device}, "
-          f"{torch.get_num_threads()} threads, fp32 matmul {peak / 1e9:.1f} GFLOP/s")
+    print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
+          f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s"
+          + (f", peak GPU memory {report['peak_gpu_memory_gb']} GB" if device == "cuda" else ""))
     print(table(rows, peak))
     print(f"written: {out}")
 

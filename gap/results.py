@@ -2,6 +2,7 @@
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -76,6 +77,21 @@ def metric_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def resources(started: float) -> dict:
+    """Wall time since `started` (a `time.perf_counter()`) and peak memory: the accelerator's (what
+    PyTorch allocated) when one was used, and this process's resident memory."""
+    import resource
+
+    import torch
+
+    used = {"seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        used["device"] = torch.cuda.get_device_name()
+        used["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return used
+
+
 class ResultsWriter:
     """Keeps `results.json` and the predictions of a run directory current after every evaluation.
     In a multi-process run only global rank 0 writes (every rank holds the gathered results)."""
@@ -84,8 +100,11 @@ class ResultsWriter:
         self.out_dir, self.config = Path(out_dir), config
 
     def write(self, status: str, evaluations: list[dict], error: str | None = None, extra: dict | None = None) -> dict:
-        """`extra["heldout"]`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`)."""
+        """`extra["heldout"]`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`);
+        `extra["resources"]`: see `resources`."""
         results = run_results(status, self.config, evaluations, error)
+        if extra and "resources" in extra:
+            results["resources"] = extra["resources"]
         if rank_zero_only.rank != 0:
             return results
         if extra and "heldout" in extra:

@@ -4,6 +4,7 @@
 """
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
 from gap.preemption import EXIT_CODE, is_preemption, raise_on_sigterm
-from gap.results import ResultsWriter, metric_table
+from gap.results import ResultsWriter, metric_table, resources
 from gap.strategies import make_strategy
 from gap.sweep import finished_results, in_multirun
 
@@ -150,6 +151,7 @@ def run_heldout(cfg: DictConfig, model, tokenizer, data: EvalDataModule, keeper:
 
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its `results.json` document (also written to `paths.output_dir`)."""
+    started = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
     if in_multirun() and cfg.get("sweep", {}).get("skip_done") and (done := finished_results(out_dir)):
         print(f"skipped: {out_dir} finished ok before (sweep.skip_done=false runs it again)")
@@ -190,6 +192,7 @@ def train(cfg: DictConfig) -> dict:
             for name, part in extra["heldout"].items():
                 for logger in loggers:
                     logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})
+        extra["resources"] = resources(started)
         results = writer.write("diverged" if module.diverged else "ok", module.evaluations,
                                error="non-finite training loss" if module.diverged else None, extra=extra)
         summarize_run(loggers, results)
@@ -204,6 +207,9 @@ def train(cfg: DictConfig) -> dict:
         finish_loggers(loggers, preempted)
     if rank_zero_only.rank == 0:
         print(metric_table(results))
+        used = results["resources"]
+        print(f"{used['seconds']} s, peak memory: {used['peak_rss_gb']} GB resident"
+              + (f", {used['peak_gpu_memory_gb']} GB on {used['device']}" if "device" in used else ""))
         print(f"results: {out_dir / 'results.json'}")
     return results
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU path end to end on the embedded model, in a few minutes on one GPU; prints timings and peak
+# memory. Needs the package importable (`make setup`, or PYTHONPATH=.), the data (GAP_DATA_DIR) and the
+# embedded model (`make model`, or GAP_CACHE_DIR). Writes under $GPU_CHECK_DIR (outputs/gpu_check).
+#   1. one GAP run in bf16 mixed precision: baseline + 4 ascent steps, 12 tasks x 32 examples
+#   2. the evaluation benchmark (`make bench`) in fp32 and in bf16 mixed precision
+#   3. the FSDP strategy on the visible GPUs: 1 step, 4 examples per task
+set -uo pipefail
+PY=${PYTHON:-python3}
+OUT=${GPU_CHECK_DIR:-outputs/gpu_check}
+LIMIT=${LIMIT:-32}
+GPU=${ACCELERATOR:-gpu}      # ACCELERATOR=cpu and GPU_CHECK_ARGS="model=tiny-random" rehearse the script
+mkdir -p "$OUT"
+# shellcheck disable=SC2206
+common=(logger=none "paths.baseline_dir=$OUT/baselines" eval.overwrite=true ${GPU_CHECK_ARGS:-})
+status=0
+
+step() {  # step NAME COMMAND...: run, time, and report without stopping the script
+    local name=$1; shift
+    local start=$SECONDS
+    echo "== $name"
+    if "$@" > "$OUT/$name.log" 2>&1; then echo "ok: $name, $((SECONDS - start)) s"
+    else echo "FAILED: $name (exit $?), $((SECONDS - start)) s; last lines of $OUT/$name.log:"; tail -n 25 "$OUT/$name.log"; status=1; fi
+    grep -E "peak memory|TFLOP/s|^\| \*\*" "$OUT/$name.log" || true
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+$PY -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__)"
+step gap_bf16 $PY -m gap.train "${common[@]}" trainer.accelerator=$GPU trainer.precision=bf16-mixed \
+    eval.limit="$LIMIT" "hydra.run.dir=$OUT/gap_bf16"
+step bench_fp32 $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU trainer.precision=32-true \
+    eval.limit="$LIMIT" "+bench_out=$OUT/bench_fp32.json" "hydra.run.dir=$OUT/bench_fp32"
+step bench_bf16 $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU trainer.precision=bf16-mixed \
+    eval.limit="$LIMIT" "+bench_out=$OUT/bench_bf16.json" "hydra.run.dir=$OUT/bench_bf16"
+step fsdp $PY -m gap.train "${common[@]}" trainer=fsdp trainer.accelerator=$GPU trainer.max_epochs=1 eval.limit=4 "hydra.run.dir=$OUT/fsdp"
+$PY - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for run in ("gap_bf16", "fsdp"):
+    path = out / run / "results.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        print(run, r["status"], r.get("resources"), {k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("avg/")},
+              "train_nll", [round(h["train_nll"], 3) for h in r.get("history", [])])
+PY
+exit $status

@@ -23,7 +23,7 @@ from gap.data.harness import (
 from gap.data.tasks import CLASSIFICATION, Example, load_examples
 from gap.errors import DataError
 from gap.modules import gap_module
-from gap.modules.gap_module import GAPModule
+from gap.modules.gap_module import GAPModule, task_metrics
 from tests.conftest import compose_cfg
 from tests.test_cli import gap
 from tests.test_tasks import arc_row, write_task
@@ -220,16 +220,19 @@ def test_acc_norm_by_hand(monkeypatch):
     assert records[0]["loglikelihoods"] == [-3.0, -4.2] and records[1]["loglikelihoods"] == [-2.0, -3.3]
     assert seen["max_length"] == 513  # the harness scores (context + continuation)[-(max_length + 1):]
     assert seen["requests"] == [([7], [[5]]), ([8], [[5]])]  # winogrande: one request per context
-    assert module.metrics["piqa__acc"].compute() == 0 and module.metrics["piqa__acc_norm"].compute() == 1
-    assert module.metrics["winogrande__acc_norm"].compute() == 1
+    assert task_metrics("piqa", records[:1], harness=True) == {"piqa/acc": 0.0, "piqa/acc_norm": 1.0}
+    assert task_metrics("winogrande", records[1:], harness=True)["winogrande/acc_norm"] == 1.0
 
 
-def test_acc_norm_is_a_harness_metric_only():
-    gap_names = set(GAPModule(torch.nn.Linear(1, 1), None, ["copa", "wizard_of_wikipedia"], "none", 0.0).metrics)
-    harness = GAPModule(torch.nn.Linear(1, 1), None, ["copa", "wizard_of_wikipedia"], "none", 0.0,
-                        prompt_style="harness")
-    assert gap_names == {"copa__acc", "wizard_of_wikipedia__f1", "wizard_of_wikipedia__loss"}
-    assert set(harness.metrics) == gap_names | {"copa__acc_norm"}
+def test_task_metrics_by_hand():
+    classified = [{"index": 0, "label": 1, "pred": 1, "pred_norm": 0},
+                  {"index": 1, "label": 0, "pred": 1, "pred_norm": 0}]
+    assert task_metrics("copa", classified) == {"copa/acc": 0.5}  # acc_norm is a harness metric only
+    assert task_metrics("copa", classified, harness=True) == {"copa/acc": 0.5, "copa/acc_norm": 0.5}
+    replies = [{"index": 0, "f1": 0.5, "nll": 6.0, "tokens": 2}, {"index": 1, "f1": 0.0, "nll": 2.0, "tokens": 6}]
+    # F1: mean over examples; loss: total NLL over total target tokens (8 / 8), not the mean of 3.0 and 0.33
+    assert task_metrics("wizard_of_wikipedia", replies) == {"wizard_of_wikipedia/f1": 0.25,
+                                                            "wizard_of_wikipedia/loss": 1.0}
 
 
 # ---------------------------------------------------------------- through the engine (tiny model)

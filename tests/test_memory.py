@@ -80,7 +80,15 @@ def test_total_counts_the_larger_of_training_and_evaluation():
     parts = estimate(ARCH, Plan(max_length=512, eval_tokens=8192))
     static = parts["weights"] + parts["grads"] + parts["optimizer"] + parts["runtime"]
     assert total(parts) == static + max(parts["train"], parts["eval"])
-    assert estimate(ARCH, Plan(checkpointing=True))["train"] < parts["train"]
+
+
+def test_activations_and_evaluation_by_hand():
+    small = Arch(params=1000, layers=2, hidden=8, vocab=10, kv_dim=8)
+    parts = estimate(small, Plan(max_length=4, eval_tokens=16))
+    assert parts["train"] == 2 * 4 * 16 * 8 * 4 + 4 * 10 * 12  # 16 fp32 values per token and hidden unit
+    assert parts["eval"] == 2 * 2 * 6 * 16 * 8 * 4 + 0.5 * 16 * 10 * (4 + 8)  # K and V of 6 E tokens, logits
+    # checkpointing keeps only layer inputs: the Adam step's temporary (P x 4 bytes) is then the larger
+    assert estimate(small, Plan(max_length=4, eval_tokens=16, checkpointing=True))["train"] == 4 * 1000
 
 
 @pytest.mark.parametrize("strategy, expected", [
@@ -118,12 +126,12 @@ def test_opt_6_7b_fp32_is_refused_on_one_80gb_gpu(monkeypatch):
     message = str(err.value)
     assert exit_code(err.value) == 2 and "\n" not in message
     assert "opt-6.7b (6.66B parameters" in message and "optimizer 53.3" in message  # 8 bytes x 6.66B
-    assert "model.dtype=bfloat16 trainer.precision=bf16-true (~" in message
-    assert "trainer=fsdp trainer.devices=8 (~" in message
-    # in bf16 it fits
+    assert "would fit: model.dtype=bfloat16 trainer.precision=bf16-true eval.max_batch_tokens=4096 (~" in message
+    assert "; trainer=fsdp trainer.devices=8 (~" in message
+    # as advised, it fits
     monkeypatch.setattr(memory, "capacity", lambda trainer: (80 * GB, "cuda:0", 1))
     parts = memory.check_memory(compose_cfg("train", ["model=opt-6.7b", "model.dtype=bfloat16",
-                                                      "trainer.precision=bf16-true"]))
+                                                      "trainer.precision=bf16-true", "eval.max_batch_tokens=4096"]))
     assert total(parts) < 80 * GB
 
 

@@ -18,6 +18,7 @@ ENGINE_VERSION = 2  # bump when a change to formatting or scoring changes any pr
 def baseline_key(cfg: DictConfig) -> dict:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("eval_batch_size", None)
+    model.pop("arch", None)  # a description of the architecture, for the memory preflight
     return {"engine": ENGINE_VERSION, "model": model, "tasks": list(cfg.tasks.include),
             "prompt_style": cfg.eval.prompt_style, "split": cfg.eval.split, "limit": cfg.eval.limit,
             "max_new_tokens": cfg.eval.max_new_tokens}

@@ -110,19 +110,21 @@ def _disable_dropout(model) -> None:
             module.p = 0.0
 
 
+def random_init_config(model_cfg, tokenizer) -> LlamaConfig:
+    """The architecture of a `random_init` entry (also counted, on the meta device, by `gap.memory`)."""
+    init = model_cfg.random_init
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=init.hidden_size, intermediate_size=4 * init.hidden_size,
+                       num_hidden_layers=init.layers, num_attention_heads=init.heads,
+                       max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
 def load_model(model_cfg, tokenizer):
     """The causal LM of a model entry, in `model.dtype`, ready for GAP."""
     dtype = DTYPES[model_cfg.dtype]
     if model_cfg.get("random_init") is not None:
         torch.manual_seed(model_cfg.random_init.seed)
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=model_cfg.random_init.hidden_size,
-                             intermediate_size=4 * model_cfg.random_init.hidden_size,
-                             num_hidden_layers=model_cfg.random_init.layers,
-                             num_attention_heads=model_cfg.random_init.heads,
-                             max_position_embeddings=2048, tie_word_embeddings=True,
-                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-        model = LlamaForCausalLM(config).to(dtype)
+        model = LlamaForCausalLM(random_init_config(model_cfg, tokenizer)).to(dtype)
     else:
         model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype)
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights arrive dequantised

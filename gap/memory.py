@@ -95,7 +95,8 @@ def model_arch(model_cfg) -> Arch | None:
             from gap.modules.loading import load_tokenizer, random_init_config
             return _meta_arch(random_init_config(model_cfg, load_tokenizer(model_cfg)))
         if model_cfg.get("gguf_file"):
-            return gguf_arch(Path(model_cfg.path) / model_cfg.gguf_file)
+            from gap.modules.loading import check_gguf
+            return check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
     except Exception as err:  # a broken file is the loader's to report
         log.info("memory preflight: cannot read the architecture of %s: %s", model_cfg.name, err)
         return None
@@ -287,8 +288,9 @@ def alternatives(cfg, plan: Plan, visible: int) -> list[tuple[str, str, Plan]]:
 
 
 def check_memory(cfg) -> dict[str, float] | None:
-    """Raise ConfigError (exit code 2) when the run's estimate exceeds the memory of its devices, naming
-    what would fit. Returns the estimate by part (None when it cannot tell: then it logs and lets go)."""
+    """Raise ConfigError (exit code 2) when the run's estimate exceeds the memory of its GPUs, naming
+    what would fit (on the CPU, warn). Returns the estimate by part (None when it cannot tell: then it
+    logs and lets go)."""
     if int(os.environ.get("LOCAL_RANK", "0")) > 0:
         return None  # rank 0 has checked the same devices
     arch = model_arch(cfg.model)
@@ -300,6 +302,10 @@ def check_memory(cfg) -> dict[str, float] | None:
     plan = plan_of(cfg)
     parts = estimate(arch, plan)
     if total(parts) <= free:
+        return parts
+    if where.startswith("RAM"):  # the estimate is for GPUs; the CPU has swap and lazily touched memory
+        log.warning("memory preflight: the run may need ~%s, more than the %.1f GB of available %s",
+                    describe(parts), free / GB, where)
         return parts
     fits = {}  # base change -> (change, GB): the largest evaluation batch that fits; none where less does
     for base, change, alt in alternatives(cfg, plan, visible):

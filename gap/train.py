@@ -21,6 +21,7 @@ from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_example
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError, exit_code
 from gap.loggers import finish_loggers, make_loggers, summarize_run
+from gap.memory import check_memory
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
@@ -61,6 +62,7 @@ def check_config(cfg: DictConfig) -> None:
     if not Path(cfg.paths.data_dir).is_dir():
         raise DataError(f"data folder not found: {cfg.paths.data_dir} "
                         f"(set GAP_DATA_DIR or paths.data_dir to the folder holding tasks/ and corpora/)")
+    check_memory(cfg)
 
 
 def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:

@@ -29,22 +29,23 @@ def check_model_config(model_cfg) -> None:
         check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
 
 
-def check_gguf(path: Path) -> None:
+def check_gguf(path: Path):
     """Refuse a missing, foreign or truncated GGUF file: its header must parse and every tensor must
-    lie inside the file (the jobs of a sweep check an unchanged file once)."""
+    lie inside the file. Returns the architecture it describes (`gap.memory.Arch`); the jobs of a
+    sweep read an unchanged file once."""
     if not path.is_file():
         raise ConfigError(f"GGUF file not found: {path} (for the embedded model run `make model`)")
     stat = path.stat()
-    _check_gguf_once(str(path), stat.st_size, stat.st_mtime_ns)
+    return _gguf_arch_once(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
-def _check_gguf_once(path: str, size: int, mtime_ns: int) -> None:
-    from gguf import GGUFReader
+def _gguf_arch_once(path: str, size: int, mtime_ns: int):
+    from gap.memory import gguf_arch
 
     try:
-        GGUFReader(path)
-    except (ValueError, IndexError, OSError) as err:
+        return gguf_arch(path)
+    except (ValueError, IndexError, KeyError, OSError) as err:
         raise ConfigError(f"GGUF file {path} is unreadable or truncated ({err}); valid: a complete GGUF "
                           f"file (for the embedded model: delete it and run `make model`)") from None
 

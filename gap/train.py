@@ -21,7 +21,7 @@ from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_example
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError, exit_code
 from gap.loggers import finish_loggers, make_loggers, summarize_run
-from gap.memory import check_memory
+from gap.memory import check_memory, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import SIGNS, GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
@@ -59,6 +59,11 @@ def check_config(cfg: DictConfig) -> None:
         refuse("tasks.include", list(cfg.tasks.include), "name at least one task")
     check_task_names(cfg.tasks.include)
     check_model_config(cfg.model)
+    sharded = strategy_of(cfg.trainer.get("strategy"))[0]
+    if sharded.startswith("fsdp") or sharded == "deepspeed_stage_3":
+        for key in ("save_checkpoint", "eval.heldout"):
+            if OmegaConf.select(cfg, key):
+                refuse(key, True, f"not supported yet with sharded parameters ({sharded}): set {key}=false")
     if not Path(cfg.paths.data_dir).is_dir():
         raise DataError(f"data folder not found: {cfg.paths.data_dir} "
                         f"(set GAP_DATA_DIR or paths.data_dir to the folder holding tasks/ and corpora/)")

@@ -24,3 +24,14 @@ def test_named_strategies_pass_through(tiny):
     assert make_strategy(compose_cfg("train").trainer.get("strategy"), tiny[0]) == "auto"
     deepspeed = compose_cfg("train", ["trainer=deepspeed", "trainer.strategy.stage=3"]).trainer
     assert deepspeed.strategy.stage == 3 and deepspeed.precision == "bf16-mixed"
+
+
+def test_sharded_parameters_refuse_what_they_cannot_do_yet():
+    import pytest
+
+    from gap.errors import ConfigError
+    from gap.train import check_config
+
+    for overrides in (["eval.heldout=true"], ["save_checkpoint=true"], ["experiment=paper"]):
+        with pytest.raises(ConfigError, match="not supported yet with sharded parameters"):
+            check_config(compose_cfg("train", ["trainer=fsdp", *overrides]))

@@ -1,2 +1,2 @@
 """gap: Gradient Ascent Post-training experiments."""
-from gap import loggers as _loggers  # noqa: F401  (registers the config resolvers)
+from gap import resolvers as _resolvers  # noqa: F401  (registers the config resolvers)

@@ -1,29 +1,12 @@
-"""Experiment loggers from the `logger` config group; W&B goes offline by itself and never prompts, and
+"""Experiment loggers from the `logger` config group (W&B offline without credentials: `gap.resolvers`);
 a logger that fails (disk full, service error) is dropped with a warning instead of ending the job."""
 import logging
-import netrc
 import os
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import OmegaConf
 
 log = logging.getLogger("gap")
-
-
-def wandb_offline() -> bool:
-    """Offline unless W&B credentials exist (WANDB_API_KEY or a netrc entry) and WANDB_MODE allows."""
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-        return True
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is None
-    except (OSError, netrc.NetrcParseError):
-        return True
-
-
-OmegaConf.register_new_resolver("gap.wandb_offline", wandb_offline, replace=True)
 
 
 class Tolerant(Logger):

@@ -1,8 +1,8 @@
 """Runs of a W&B project, as our runs log them: config, `selected/<category>/...` summary keys (see
 `gap.loggers.summarize_run`), and the unchanged model's evaluation as the first `val/...` row of the history."""
 from gap.errors import ConfigError, DataError
-from gap.loggers import wandb_offline
 from gap.report.runs import Baseline, Results, Run, category_metrics
+from gap.resolvers import wandb_offline
 from gap.results import AVERAGES
 
 

@@ -23,7 +23,7 @@ from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_rate(size: int = 1024, seconds: float = 3.0, window: float = 0.25) -> float:
+def matmul_rate(size: int = 1024, seconds: float = 4.0, window: float = 1.0) -> float:
     """fp32 matmul FLOP/s of this machine at the current thread count: the best of short windows, so that
     a busy neighbour during the measurement lowers the rate less (and so cannot inflate utilisation)."""
     a, b = torch.randn(size, size), torch.randn(size, size)

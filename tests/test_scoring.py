@@ -70,6 +70,19 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny, data_dir):
     assert any(batched)
 
 
+def test_rows_finishing_early_leave_the_batch_without_changing_the_others(tiny, data_dir):
+    """Rows that stop at different steps (masked out, then dropped once half the batch) reply as alone."""
+    model, tok = tiny
+    prompts = [tokenize_example("wizard_of_wikipedia", ex, tok, 512).context
+               for ex in load_examples(data_dir, "wizard_of_wikipedia", "validation", 6)]
+    prompts = [p[-30 - 5 * i:] for i, p in enumerate(prompts)]
+    full = greedy_generate(model, tok, prompts, 12, stops=[])
+    stops = [f[2 + i:4 + i] for i, f in enumerate(full[:4]) if len(f) > 4 + i]
+    batched = greedy_generate(model, tok, prompts, 12, stops)
+    assert batched == [greedy_generate(model, tok, [p], 12, stops)[0] for p in prompts]
+    assert sum(b != f for b, f in zip(batched, full)) >= 3  # most rows did stop early
+
+
 def test_generation_matches_a_naive_greedy_loop(tiny):
     """KV-cached generation picks the same tokens as re-running the whole sequence each step."""
     model, tok = tiny

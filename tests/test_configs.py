@@ -73,3 +73,18 @@ def test_eval_config_is_train_with_method_none():
     cfg = resolved(compose_cfg("eval", ["model=opt-350m", "tasks=dialogue"]))
     assert cfg["method"]["name"] == "none" and cfg["model"]["path"] == "facebook/opt-350m"
     assert cfg["tasks"]["include"] == [t for t, spec in TASKS.items() if spec.kind == "dialogue"]
+
+
+def test_config_entries_are_checked_before_hydra_composes():
+    import pytest
+
+    from gap.choices import check_choices
+    from gap.errors import ConfigError
+
+    check_choices(["trainer=ddp", "model=tiny-random", "hydra/launcher=submitit_local", "model=glob(*)",
+                   "corpus.index=range(3)", "--multirun"])
+    with pytest.raises(ConfigError, match=r"model=gpt5 is not a model entry; valid: .*tiny-random"):
+        check_choices(["--multirun", "model=tiny-random,gpt5"])
+    with pytest.raises(ConfigError, match="trainer=fdsp is not a trainer entry"):
+        check_choices(["trainer=fdsp"])
+    check_choices(["hydra.searchpath=[file:///elsewhere]", "model=mine"])  # entries may live elsewhere

@@ -76,8 +76,6 @@ def test_eval_config_is_train_with_method_none():
 
 
 def test_config_entries_are_checked_before_hydra_composes():
-    import pytest
-
     from gap.choices import check_choices
     from gap.errors import ConfigError
 

@@ -6,7 +6,14 @@ from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.scoring.batching import left_pad, length_sorted_batches
 from gap.scoring.generation import greedy_generate
-from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, pack, packed_choice_logprobs
+from gap.scoring.loglikelihood import (
+    FILL,
+    choice_logprobs,
+    continuation_logprobs,
+    pack,
+    packed_choice_logprobs,
+    packed_pass,
+)
 
 
 def reference_logprobs(model, context, continuation):
@@ -179,9 +186,9 @@ def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir):
     assert run["predictions"]["wizard_of_internet"][0]["pred"] == alone
 
 
-def _packed_equals_from_scratch(model, requests, pad_id):
+def _packed_equals_from_scratch(model, requests, pad_id, fill=FILL):
     """Packed scores of every choice against `continuation_logprobs` of each choice on its own."""
-    packed = choice_logprobs(model, requests, pad_id, 512)
+    packed = packed_choice_logprobs(model, requests, pad_id, fill)
     alone = continuation_logprobs(model, [(ctx, c) for ctx, choices in requests for c in choices], pad_id, 512)
     got = [s for scores in packed for s in scores]
     assert [len(s) for s in got] == [len(c) for _, choices in requests for c in choices]
@@ -195,6 +202,7 @@ def test_packed_scores_equal_scoring_each_choice_from_scratch_on_uneven_requests
                 ([5, 6, 7], [[8]]),                                        # one 1-token choice: no segment
                 (list(range(60, 70)), [[i, i + 1] for i in range(80, 100, 2)])]  # many choices
     _packed_equals_from_scratch(model, requests, tok.pad_token_id)
+    _packed_equals_from_scratch(model, requests, tok.pad_token_id, fill=0)  # one pass: rows of mostly padding
 
 
 def test_packed_scores_agree_under_eager_and_sdpa_attention(tiny):
@@ -225,7 +233,7 @@ def test_flop_counter_reads_real_tokens_and_attended_pairs_from_the_packed_mask(
 
     model = fresh_tiny_model.eval()  # the counter's hook stays on this model, not on `tiny`
     counter = FlopCounter(model)
-    packed_choice_logprobs(model, [(list(range(10, 15)), [[20, 21, 22], [23]]), ([7], [[8, 9]])], pad_id=0)
+    packed_pass(model, [(list(range(10, 15)), [[20, 21, 22], [23]]), ([7], [[8, 9]])], pad_id=0)
     assert counter.tokens == (5 + 2) + (1 + 1) and counter.positions == 2 * 7
     pairs = (15 + 2 * 5 + 3) + (1 + 1 + 1)  # context causal; each segment token: the context + itself causally
     body = counter.flops - 2 * counter.vocab * counter.width * 2 * 3 - 4 * counter.layers * counter.width * pairs

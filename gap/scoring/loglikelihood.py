@@ -4,6 +4,8 @@ import torch
 from gap.scoring.batching import left_pad
 from gap.scoring.prefill import Prefill, extend_and_score, token_logprobs
 
+FILL = 0.75  # a packed pass closes at a row narrower than this share of its widest (see packed_choice_logprobs)
+
 
 @torch.no_grad()
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
@@ -62,8 +64,7 @@ def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
 
 
 @torch.no_grad()
-def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]],
-                           pad_id: int) -> list[list[float]]:
+def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int) -> list[list[float]]:
     """Per-token log-probabilities of every choice of every request (flat, in order), from one forward
     pass over packed rows (`pack`): no cache copies, no second pass. Only the positions from each row's
     last context token on reach the output layer (`logits_to_keep`)."""
@@ -86,6 +87,28 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
     return out
 
 
+def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,
+                           fill: float = FILL) -> list[list[list[float]]]:
+    """Per-token log-probabilities of every choice of every request, in packed passes (`packed_pass`).
+
+    Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
+    under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
+    """
+    widths = [len(ctx) + sum(len(c) - 1 for c in choices) for ctx, choices in requests]
+    order = sorted(range(len(requests)), key=lambda i: -widths[i])
+    passes = [[order[0]]]
+    for i in order[1:]:
+        if widths[i] < fill * widths[passes[-1][0]]:
+            passes.append([])
+        passes[-1].append(i)
+    results: list = [None] * len(requests)
+    for group in passes:
+        scores = iter(packed_pass(model, [requests[i] for i in group], pad_id))
+        for i in group:
+            results[i] = [next(scores) for _ in requests[i][1]]
+    return results
+
+
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
                     share_context: bool = True, state: Prefill | None = None) -> list[list[list[float]]]:
@@ -102,12 +125,13 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     results: list = [None] * len(requests)
     if shared:
         if state is None:
-            scores = iter(packed_choice_logprobs(model, [requests[i] for i in shared], pad_id))
+            for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)):
+                results[i] = scores
         else:
             scores = iter(extend_and_score(model, state, [i for i in shared for _ in requests[i][1]],
                                            [c for i in shared for c in requests[i][1]], pad_id))
-        for i in shared:
-            results[i] = [next(scores) for _ in requests[i][1]]
+            for i in shared:
+                results[i] = [next(scores) for _ in requests[i][1]]
     alone = [i for i in range(len(requests)) if results[i] is None]
     if alone:
         pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]

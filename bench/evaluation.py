@@ -5,7 +5,8 @@
 Writes `bench/results.json` and prints a markdown table. FLOPs are counted from what the engine really
 sends through the model (a forward hook): 2 x non-embedding parameters per real token, 2 x vocabulary x
 width per position that reaches the output layer, and 4 x layers x width per (query, key) pair of
-causal attention. Model FLOP utilisation = achieved FLOP/s / this machine's measured fp32 matmul rate.
+attention (causal, or read from the 4D mask of packed rows). Model FLOP utilisation = achieved FLOP/s /
+this machine's measured fp32 matmul rate.
 """
 import json
 import time
@@ -76,11 +77,17 @@ class FlopCounter:
         ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
         rows, width = ids.shape
         mask = torch.ones_like(ids) if mask is None else mask
-        queries = mask[:, -width:].sum(-1).double()
-        keys_before = mask[:, :-width].sum(-1).double()
+        if mask.dim() == 4:  # packed rows: [rows, 1, queries, keys], boolean or additive (0 = attend)
+            attends = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+            real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)  # a pad never sees itself
+            queries = real.sum(-1).double()
+            pairs = (attends & real[..., None]).sum().item()
+        else:
+            queries = mask[:, -width:].sum(-1).double()
+            keys_before = mask[:, :-width].sum(-1).double()
+            pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
         self.tokens += int(queries.sum())
         self.positions += rows * width
-        pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
         self.flops += 2 * self.body_params * queries.sum().item() + 4 * self.layers * self.width * pairs
         self.flops += 2 * self.vocab * self.width * output.logits.shape[0] * output.logits.shape[1]
 

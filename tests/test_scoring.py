@@ -6,7 +6,14 @@ from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.scoring.batching import left_pad, length_sorted_batches
 from gap.scoring.generation import greedy_generate
-from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
+from gap.scoring.loglikelihood import (
+    FILL,
+    choice_logprobs,
+    continuation_logprobs,
+    pack,
+    packed_choice_logprobs,
+    packed_pass,
+)
 
 
 def reference_logprobs(model, context, continuation):
@@ -177,3 +184,57 @@ def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir):
     assert abs(run["metrics"]["wizard_of_internet/loss"] - want) < 1e-4
     alone = greedy_generate(model, tok, [items[0].context], 6, ["\nUser "])[0]
     assert run["predictions"]["wizard_of_internet"][0]["pred"] == alone
+
+
+def _packed_equals_from_scratch(model, requests, pad_id, fill=FILL):
+    """Packed scores of every choice against `continuation_logprobs` of each choice on its own."""
+    packed = packed_choice_logprobs(model, requests, pad_id, fill)
+    alone = continuation_logprobs(model, [(ctx, c) for ctx, choices in requests for c in choices], pad_id, 512)
+    got = [s for scores in packed for s in scores]
+    assert [len(s) for s in got] == [len(c) for _, choices in requests for c in choices]
+    assert max(abs(a - b) for g, w in zip(got, alone) for a, b in zip(g, w)) < 1e-4
+
+
+def test_packed_scores_equal_scoring_each_choice_from_scratch_on_uneven_requests(tiny):
+    model, tok = tiny
+    requests = [(list(range(10, 40)), [[50], [51], [52, 53, 54]]),       # 1-token choices, longest row
+                ([7], [[9, 10], [11]]),                                    # 1-token context: mostly pad
+                ([5, 6, 7], [[8]]),                                        # one 1-token choice: no segment
+                (list(range(60, 70)), [[i, i + 1] for i in range(80, 100, 2)])]  # many choices
+    _packed_equals_from_scratch(model, requests, tok.pad_token_id)
+    _packed_equals_from_scratch(model, requests, tok.pad_token_id, fill=0)  # one pass: rows of mostly padding
+
+
+def test_packed_scores_agree_under_eager_and_sdpa_attention(tiny):
+    model, tok = tiny
+    requests = [(list(range(10, 25)), [[30, 31, 32], [33], [34, 35]]), ([3, 4], [[5, 6, 7, 8], [9]])]
+    before = model.config._attn_implementation
+    try:
+        for implementation in ("eager", "sdpa"):
+            model.set_attn_implementation(implementation)
+            _packed_equals_from_scratch(model, requests, tok.pad_token_id)
+    finally:
+        model.set_attn_implementation(before)
+
+
+def test_pack_mask_keeps_choices_apart_and_marks_real_tokens_on_its_diagonal():
+    ids, mask, positions, where = pack([([1, 2], [[3, 4], [5, 6, 7]]), ([1], [[2]])], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3, 5, 6], [0, 0, 0, 0, 1]]
+    assert positions[0].tolist() == [0, 1, 2, 2, 3]
+    assert mask[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0],
+                                         [1, 1, 0, 1, 0], [1, 1, 0, 1, 1]]
+    assert mask[1, 0].diagonal().tolist() == [False] * 4 + [True]
+    assert mask[1, 0].any(-1).all()  # no all-masked row
+    assert where == [(0, [1, 2]), (0, [1, 3, 4]), (1, [4])]
+
+
+def test_flop_counter_reads_real_tokens_and_attended_pairs_from_the_packed_mask(fresh_tiny_model):
+    from bench.evaluation import FlopCounter
+
+    model = fresh_tiny_model.eval()  # the counter's hook stays on this model, not on `tiny`
+    counter = FlopCounter(model)
+    packed_pass(model, [(list(range(10, 15)), [[20, 21, 22], [23]]), ([7], [[8, 9]])], pad_id=0)
+    assert counter.tokens == (5 + 2) + (1 + 1) and counter.positions == 2 * 7
+    pairs = (15 + 2 * 5 + 3) + (1 + 1 + 1)  # context causal; each segment token: the context + itself causally
+    body = counter.flops - 2 * counter.vocab * counter.width * 2 * 3 - 4 * counter.layers * counter.width * pairs
+    assert abs(body - 2 * counter.body_params * counter.tokens) < 1

@@ -2,7 +2,9 @@
 import torch
 
 from gap.scoring.batching import left_pad
-from gap.scoring.prefill import Prefill, extend_and_score, prefill, token_logprobs
+from gap.scoring.prefill import Prefill, extend_and_score, token_logprobs
+
+FILL = 0.75  # a packed pass closes at a row narrower than this share of its widest (see packed_choice_logprobs)
 
 
 @torch.no_grad()
@@ -24,13 +26,97 @@ def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_i
     return [scores[row, keep - 1 - len(cont):].tolist() for row, cont in enumerate(conts)]
 
 
+def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
+    """Left-padded rows of context + every choice but its last token, and the 4D mask that keeps the
+    choices apart: the context is causal, each choice segment sees the whole context and itself causally,
+    and takes positions on from the context's length, so each choice is scored as if it were alone.
+
+    A pad position attends only to its row's first token, never to itself: no row of the mask is all
+    masked (which gives NaN), and the mask's diagonal marks the real tokens (the benchmark counts them so).
+    Returns ids, the boolean mask [rows, 1, width, width], position ids, and per choice the (row, column)
+    of the logits that score its tokens.
+    """
+    rows = [ctx + [t for c in choices for t in c[:-1]] for ctx, choices in requests]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 pad, 0 context, s choice s
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    where = []
+    for r, ((ctx, choices), row) in enumerate(zip(requests, rows)):
+        start = width - len(row)
+        ids[r, start:] = torch.tensor(row)
+        segment[r, start:start + len(ctx)] = 0
+        positions[r, start:start + len(ctx)] = torch.arange(len(ctx))
+        last = start + len(ctx) - 1
+        col = last + 1
+        for s, c in enumerate(choices, 1):
+            segment[r, col:col + len(c) - 1] = s
+            positions[r, col:col + len(c) - 1] = torch.arange(len(ctx), len(ctx) + len(c) - 1)
+            # c[0] is scored at the context's last token, c[t] at the segment's token t - 1
+            where.append((r, [last] + list(range(col, col + len(c) - 1))))
+            col += len(c) - 1
+    query, key = segment[:, :, None], segment[:, None, :]
+    mask = torch.ones(width, width, dtype=torch.bool).tril() & ((query == key) | (key == 0) & (query > 0))
+    first = torch.arange(width) == torch.tensor([width - len(r) for r in rows])[:, None]  # [rows, width]
+    pads = segment[:, :, None] < 0
+    mask = mask & ~pads | pads & first[:, None, :]
+    return ids, mask[:, None], positions, where
+
+
+@torch.no_grad()
+def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int) -> list[list[float]]:
+    """Per-token log-probabilities of every choice of every request (flat, in order), from one forward
+    pass over packed rows (`pack`): no cache copies, no second pass. Only the positions from each row's
+    last context token on reach the output layer (`logits_to_keep`)."""
+    ids, mask, positions, where = pack(requests, pad_id)
+    width = ids.shape[1]
+    keep = width - min(cols[0] for _, cols in where)
+    dtype = next(model.parameters()).dtype  # additive float mask: read alike by eager and sdpa attention
+    bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+    device = model.device
+    logits = model(input_ids=ids.to(device), attention_mask=bias.to(device), position_ids=positions.to(device),
+                   logits_to_keep=keep, use_cache=False).logits
+    rows = torch.tensor([r for r, cols in where for _ in cols], device=device)
+    cols = torch.tensor([c - (width - keep) for _, cs in where for c in cs], device=device)
+    targets = torch.tensor([t for (_, choices) in requests for c in choices for t in c], device=device)
+    scores = token_logprobs(logits[rows, cols], targets).tolist()
+    out, n = [], 0
+    for _, cs in where:
+        out.append(scores[n:n + len(cs)])
+        n += len(cs)
+    return out
+
+
+def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,
+                           fill: float = FILL) -> list[list[list[float]]]:
+    """Per-token log-probabilities of every choice of every request, in packed passes (`packed_pass`).
+
+    Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
+    under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
+    """
+    widths = [len(ctx) + sum(len(c) - 1 for c in choices) for ctx, choices in requests]
+    order = sorted(range(len(requests)), key=lambda i: -widths[i])
+    passes = [[order[0]]]
+    for i in order[1:]:
+        if widths[i] < fill * widths[passes[-1][0]]:
+            passes.append([])
+        passes[-1].append(i)
+    results: list = [None] * len(requests)
+    for group in passes:
+        scores = iter(packed_pass(model, [requests[i] for i in group], pad_id))
+        for i in group:
+            results[i] = [next(scores) for _ in requests[i][1]]
+    return results
+
+
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
                     share_context: bool = True, state: Prefill | None = None) -> list[list[list[float]]]:
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
-    With `share_context`, each context runs once and its choices are scored from its KV cache (`state`,
-    when the caller has already prefilled every request's context, as dialogue does for generation). A
+    With `share_context`, each context runs once: packed with its choices in one forward pass
+    (`packed_choice_logprobs`), or, when the caller has already prefilled every request's context (`state`,
+    as dialogue does for generation), with its choices scored from that KV cache. A
     request whose context + longest choice exceeds `max_length` is scored choice by choice, since each of
     its choices then sees a differently truncated context.
     """
@@ -39,14 +125,13 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     results: list = [None] * len(requests)
     if shared:
         if state is None:
-            state = prefill(model, [requests[i][0] for i in shared], pad_id)
-            row_of = {i: row for row, i in enumerate(shared)}
+            for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)):
+                results[i] = scores
         else:
-            row_of = {i: i for i in shared}
-        rows = [row_of[i] for i in shared for _ in requests[i][1]]
-        scores = iter(extend_and_score(model, state, rows, [c for i in shared for c in requests[i][1]], pad_id))
-        for i in shared:
-            results[i] = [next(scores) for _ in requests[i][1]]
+            scores = iter(extend_and_score(model, state, [i for i in shared for _ in requests[i][1]],
+                                           [c for i in shared for c in requests[i][1]], pad_id))
+            for i in shared:
+                results[i] = [next(scores) for _ in requests[i][1]]
     alone = [i for i in range(len(requests)) if results[i] is None]
     if alone:
         pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]

@@ -71,9 +71,11 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
     ids, mask, positions, where = pack(requests, pad_id)
     width = ids.shape[1]
     keep = width - min(cols[0] for _, cols in where)
-    dtype = next(model.parameters()).dtype  # additive float mask: read alike by eager and sdpa attention
-    bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
     device = model.device
+    # an additive float mask, read alike by eager and sdpa attention, in the dtype attention computes in
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
+        next(model.parameters()).dtype
+    bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
     logits = model(input_ids=ids.to(device), attention_mask=bias.to(device), position_ids=positions.to(device),
                    logits_to_keep=keep, use_cache=False).logits
     rows = torch.tensor([r for r, cols in where for _ in cols], device=device)

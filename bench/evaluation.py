@@ -77,8 +77,8 @@ class FlopCounter:
         ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
         rows, width = ids.shape
         mask = torch.ones_like(ids) if mask is None else mask
-        if mask.dim() == 4:  # packed rows: [rows, 1, queries, keys], boolean or additive (0 = attend)
-            attends = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+        if mask.dim() == 4:  # packed rows: [rows, 1, queries, keys], additive (0 = attend)
+            attends = mask[:, 0] == 0
             real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)  # a pad never sees itself
             queries = real.sum(-1).double()
             pairs = (attends & real[..., None]).sum().item()

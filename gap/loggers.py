@@ -6,6 +6,8 @@ import os
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
+from gap.results import selected_metrics
+
 log = logging.getLogger("gap")
 
 
@@ -63,10 +65,8 @@ def make_loggers(logger_cfg, config: dict) -> list[Tolerant]:
 def summarize_run(loggers: list[Tolerant], results: dict) -> None:
     """Put the selected evaluation of each category (and the status) in W&B's run summary."""
     summary = {"status": results["status"]}
-    for category, best in results.get("best", {}).items():
-        epoch = best["epoch"]
-        metrics = next(h["metrics"] for h in results["history"] if h["epoch"] == epoch)
-        summary.update({f"selected/{category}/epoch": epoch,
+    for category, metrics in selected_metrics(results).items():
+        summary.update({f"selected/{category}/epoch": results["best"][category]["epoch"],
                         **{f"selected/{category}/{k}": v for k, v in metrics.items()}})
     for logger in loggers:
         logger.guarded(lambda inner: hasattr(inner.experiment, "summary") and inner.experiment.summary.update(summary))

@@ -39,6 +39,12 @@ def best_epochs(history: list[dict]) -> dict:
     return best
 
 
+def selected_metrics(results: dict) -> dict[str, dict]:
+    """Per category, the metrics of the evaluation the authors' selection chose (`results["best"]`)."""
+    by_epoch = {h["epoch"]: h["metrics"] for h in results.get("history", [])}
+    return {category: by_epoch[best["epoch"]] for category, best in results.get("best", {}).items()}
+
+
 def run_results(status: str, config: dict, evaluations: list[dict], error: str | None = None) -> dict:
     """The `results.json` document. `evaluations` start with the baseline (epoch None) when it ran."""
     baseline = next((e for e in evaluations if e["epoch"] is None), None)
@@ -63,7 +69,7 @@ def metric_table(results: dict) -> str:
     """Each task's metric: baseline against the best epoch of its category (plain text)."""
     metrics, baseline = results["metrics"], results.get("baseline")
     history = results.get("history", [])
-    best = results.get("best", {})
+    best, selected = results.get("best", {}), selected_metrics(results)
     lines = [f"{'metric':<34}{'baseline':>10}{'best':>10}  epoch"] if history else [f"{'metric':<34}{'value':>10}"]
     for key in sorted(metrics, key=lambda k: (k.startswith("avg/"), k)):
         if not history:
@@ -71,7 +77,7 @@ def metric_table(results: dict) -> str:
             continue
         category = "dialog" if any(s in key for s in ("/f1", "/loss", "dialog")) else "classification"
         chosen = best.get(category)
-        value = next(h["metrics"][key] for h in history if h["epoch"] == chosen["epoch"]) if chosen else float("nan")
+        value = selected[category][key] if chosen else float("nan")
         base = baseline.get(key, float("nan")) if baseline else float("nan")
         lines.append(f"{key:<34}{base:>10.4f}{value:>10.4f}  {chosen['epoch'] if chosen else '-'}")
     return "\n".join(lines)

@@ -111,7 +111,7 @@ def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalData
     baseline = load_baseline(cfg)
     if baseline is None:
         trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
-        if trainer.is_global_zero:
+        if rank_zero_only.rank == 0:
             store_baseline(cfg, module.evaluations[-1])
         return
     log.info("baseline evaluation reused from %s", baseline["cached"])

@@ -140,6 +140,7 @@ def test_statistics():
     assert mcnemar_exact(8, 2) == pytest.approx(0.109375) and mcnemar_exact(2, 8) == pytest.approx(0.109375)
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
     assert wilson(0, 10)[0] == 0 and wilson(10, 10)[1] == pytest.approx(1)
+    assert wilson(7, 10) == pytest.approx((0.39677, 0.89221), abs=1e-5)  # by hand: centre 0.64449, half 0.24772
     assert paired_bootstrap([0.1] * 50) == pytest.approx(1 / 10_001)
     assert paired_bootstrap([0.1, -0.1] * 25) == 1.0
     assert model_order(["opt-2.7b", "tiny-random", "opt-125m", "SmolLM2-135M-Instruct", "opt-1.3b"]) == \

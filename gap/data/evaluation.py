@@ -100,6 +100,7 @@ class EvalDataModule(L.LightningDataModule):
         for task in tasks or self.tasks:
             items = self.items[task]
             batches = length_sorted_batches([it.cost(self.max_new_tokens) for it in items], self.batch_size,
-                                            self.max_batch_tokens, halve=TASKS[task].kind == "classification")
+                                            self.max_batch_tokens,
+                                            fill=0.5 if TASKS[task].kind == "classification" else None)
             loaders.append(DataLoader(items, batch_sampler=batches, collate_fn=list))
         return loaders

@@ -21,7 +21,7 @@ def _inputs(cfg: DictConfig) -> list[str]:
     if OmegaConf.is_missing(cfg, "inputs") or cfg.inputs is None:
         return []
     inputs = cfg.inputs
-    return [str(p) for p in inputs] if OmegaConf.is_list(inputs) or isinstance(inputs, list) else [str(inputs)]
+    return [str(p) for p in inputs] if OmegaConf.is_list(inputs) else [str(inputs)]
 
 
 def _out_dir(cfg: DictConfig, inputs: list[str]) -> Path:
@@ -64,12 +64,13 @@ def report(cfg: DictConfig) -> Path:
         summary = summary_rows(results)
         write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
         sources = [*inputs, *([f"wandb:{cfg.wandb}"] if cfg.wandb else [])]
-        (out / "summary.md").write_text(markdown(summary, results.notes, sources), encoding="utf-8")
+        text = markdown(summary, results.notes, sources)
+        (out / "summary.md").write_text(text, encoding="utf-8")
         write_csv(out / "tasks.csv", task_rows(results), TASK_COLUMNS)
         figures = write_figures(results, out, tuple(cfg.figure.formats), cfg.figure.jitter)
         written += ["summary.csv", "summary.md", "tasks.csv",
                     *(f"figure_{c}.{f}" for c in figures for f in cfg.figure.formats)]
-        print((out / "summary.md").read_text(encoding="utf-8"))
+        print(text)
     if rows is not None:
         write_csv(out / "significance.csv", rows, SIGNIFICANCE_COLUMNS)
         written.append("significance.csv")

@@ -6,11 +6,10 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
+from statistics import mean, mode
 
 from gap.errors import DataError
-from gap.report.stats import mode
-from gap.results import AVERAGES
+from gap.results import AVERAGES, selected_metrics
 
 CATEGORIES = tuple(AVERAGES)  # classification, dialog
 PAPER_FILES = {"classification": ("classification.csv",), "dialog": ("dialog.csv", "dialogue.csv")}
@@ -27,7 +26,6 @@ class Run:
     average: float                   # the selected evaluation's category average
     tasks: dict = field(default_factory=dict)   # each task's metric at that evaluation
     epoch: int | None = None
-    index: str | None = None
     method: str = "gap"
 
     @property
@@ -109,12 +107,12 @@ def load_sweep(path: Path) -> Results:
             continue
         config = results.get("config", {})
         model, corpus = config["model"]["name"], config["corpus"]["name"]
-        method, index = config.get("method", {}).get("name", "gap"), config["corpus"].get("index")
-        history = {h["epoch"]: h["metrics"] for h in results.get("history", [])}
+        method = config.get("method", {}).get("name", "gap")
+        selected = selected_metrics(results)
         for category, best in results["best"].items():
             key = AVERAGES[category]
-            out.runs.append(Run(model, corpus, category, best[key], category_metrics(history[best["epoch"]], category),
-                                best["epoch"], str(index), method))
+            out.runs.append(Run(model, corpus, category, best[key], category_metrics(selected[category], category),
+                                best["epoch"], method))
             if results.get("baseline"):
                 out.baselines[(model, corpus, category)].append(
                     Baseline(results["baseline"][key], category_metrics(results["baseline"], category)))
@@ -147,7 +145,7 @@ def load_paper_csvs(path: Path) -> Results:
                 try:
                     values = {_paper_task(t): float(row[t]) for t in tasks}
                     run = Run(row["model"], row["corpora"], category, float(row["average"]), values,
-                              int(row["epoch"]), row["index"])
+                              int(row["epoch"]))
                 except (TypeError, ValueError) as err:
                     raise DataError(f"{file}:{line}: {err}") from None
                 out.runs.append(run)

@@ -1,8 +1,9 @@
 """Paired per-example significance of one run against its unchanged model, task by task, from
 `predictions/<task>.jsonl` (the run's last evaluation) and `predictions/baseline/<task>.jsonl`."""
-import json
 from pathlib import Path
 
+from gap.data.jsonl import iter_jsonl
+from gap.data.tasks import DIALOGUE
 from gap.errors import DataError
 from gap.report.stats import mcnemar_exact, paired_bootstrap
 
@@ -10,14 +11,12 @@ COLUMNS = ("task", "n", "baseline", "gap", "diff", "p_value", "test")
 
 
 def _read(path: Path) -> dict:
-    records, line = {}, 0
-    try:
-        for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if text.strip():
-                record = json.loads(text)
-                records[record["index"]] = record
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}:{line}: not a predictions file ({err})") from None
+    """A predictions file's records by example index."""
+    records = {}
+    for line, record in iter_jsonl(path):
+        if "index" not in record:
+            raise DataError(f"{path}:{line}: not a predictions record (no 'index')")
+        records[record["index"]] = record
     return records
 
 
@@ -39,7 +38,7 @@ def significance(run_dir, resamples: int = 10_000, seed: int = 0) -> list[dict]:
             raise DataError(f"{gap_file}: its examples differ from {base_file}; cannot pair them")
         keys = sorted(base)
         task = base_file.stem
-        if keys and "f1" in base[keys[0]]:
+        if task in DIALOGUE:
             b = [float(base[k]["f1"]) for k in keys]
             g = [float(gap[k]["f1"]) for k in keys]
             p = paired_bootstrap([y - x for x, y in zip(b, g)], resamples, seed)

@@ -1,6 +1,5 @@
-"""The statistics of a report: Wilson score interval, McNemar's exact test, paired bootstrap, mode."""
+"""The statistics of a report: Wilson score interval, McNemar's exact test, paired bootstrap."""
 import math
-from collections import Counter
 
 import numpy as np
 
@@ -41,7 +40,3 @@ def paired_bootstrap(diffs, resamples: int = 10_000, seed: int = 0) -> float:
     extreme = np.abs(means - observed) >= abs(observed) - 1e-12
     return float((extreme.sum() + 1) / (resamples + 1))
 
-
-def mode(values):
-    """The most common value (the first seen among equals)."""
-    return Counter(values).most_common(1)[0][0]

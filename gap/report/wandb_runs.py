@@ -57,7 +57,7 @@ def load_wandb(path: str, api=None) -> Results:
         if summary.get("status") != "ok":
             continue
         model, corpus = _get(config, "model.name"), _get(config, "corpus.name")
-        method, index = _get(config, "method.name", "gap"), _get(config, "corpus.index")
+        method = _get(config, "method.name", "gap")
         for category, key in AVERAGES.items():
             prefix = f"selected/{category}/"
             if summary.get(prefix + key) is None:
@@ -65,7 +65,7 @@ def load_wandb(path: str, api=None) -> Results:
             tasks = category_metrics({k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)},
                                      category)
             out.runs.append(Run(model, corpus, category, summary[prefix + key], tasks,
-                                summary.get(prefix + "epoch"), str(index), method))
+                                summary.get(prefix + "epoch"), method))
         if model not in seen_models and (first := _first_evaluation(run)):  # identical in every job of a model
             seen_models.add(model)
             for category, key in AVERAGES.items():

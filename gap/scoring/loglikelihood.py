@@ -1,7 +1,7 @@
 """Log-probabilities of continuations (choices, dialogue targets) given their contexts."""
 import torch
 
-from gap.scoring.batching import left_pad
+from gap.scoring.batching import left_pad, length_sorted_batches
 from gap.scoring.prefill import Prefill, extend_and_score, token_logprobs
 
 FILL = 0.75  # a packed pass closes at a row narrower than this share of its widest (see packed_choice_logprobs)
@@ -97,14 +97,8 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
     under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
     """
     widths = [len(ctx) + sum(len(c) - 1 for c in choices) for ctx, choices in requests]
-    order = sorted(range(len(requests)), key=lambda i: -widths[i])
-    passes = [[order[0]]]
-    for i in order[1:]:
-        if widths[i] < fill * widths[passes[-1][0]]:
-            passes.append([])
-        passes[-1].append(i)
     results: list = [None] * len(requests)
-    for group in passes:
+    for group in length_sorted_batches(widths, len(widths), fill=fill):
         scores = iter(packed_pass(model, [requests[i] for i in group], pad_id))
         for i in group:
             results[i] = [next(scores) for _ in requests[i][1]]

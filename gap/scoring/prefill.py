@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gap.scoring.batching import left_pad
+from gap.scoring.batching import left_pad, length_sorted_batches
 
 
 @dataclass
@@ -37,32 +37,20 @@ def _rows_of(cache, index: torch.Tensor):
     return selected
 
 
-def _length_buckets(lengths: list[int]) -> list[list[int]]:
-    """Row indices by length, cut where a length passes twice the shortest of its bucket: padding in a
-    bucket stays under half its positions, with few passes."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    buckets = [[order[0]]]
-    for i in order[1:]:
-        if lengths[i] > 2 * max(lengths[buckets[-1][0]], 1):
-            buckets.append([])
-        buckets[-1].append(i)
-    return buckets
-
-
 @torch.no_grad()
 def extend_and_score(model, state: Prefill, rows: list[int], continuations: list[list[int]],
                      pad_id: int) -> list[list[float]]:
     """Per-token log-probabilities of continuations that follow the prefilled contexts `rows`.
 
     The first token of each continuation is scored from the prefill's last logits; the rest in forward
-    passes over the continuations (right-padded, in buckets of similar length) on top of copies of the
-    contexts' cache rows. `state` is left unchanged, so generation can continue from it.
+    passes over the continuations (right-padded, in buckets of similar length: `length_sorted_batches`)
+    on top of copies of the contexts' cache rows. `state` is left unchanged, so generation can continue from it.
     """
     device = state.last_logits.device
     index = torch.tensor(rows, device=device)
     firsts = torch.tensor([c[0] for c in continuations], device=device)
     scores = [[f] for f in token_logprobs(state.last_logits[index], firsts).tolist()]
-    for bucket in _length_buckets([len(c) - 1 for c in continuations]):
+    for bucket in length_sorted_batches([len(c) - 1 for c in continuations], len(continuations)):
         conts = [continuations[i] for i in bucket]
         width = max(len(c) for c in conts) - 1
         if width == 0:

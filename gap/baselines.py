@@ -1,8 +1,8 @@
 """On-disk cache of the unchanged model's evaluation: every run of one model and evaluation setup shares it.
 
 Keyed by the model entry (path, GGUF file, revision, dtype, max length), the tasks, prompt style, split,
-limit, reply length and `ENGINE_VERSION`; batch sizes and context sharing are left out because they do
-not change predictions. `eval.overwrite=true` recomputes.
+limit, reply length, the trainer's precision and `ENGINE_VERSION`; batch sizes and context sharing are left
+out because they do not change predictions. `eval.overwrite=true` recomputes.
 """
 import hashlib
 import json
@@ -21,7 +21,7 @@ def baseline_key(cfg: DictConfig) -> dict:
     model.pop("arch", None)  # a description of the architecture, for the memory preflight
     return {"engine": ENGINE_VERSION, "model": model, "tasks": list(cfg.tasks.include),
             "prompt_style": cfg.eval.prompt_style, "split": cfg.eval.split, "limit": cfg.eval.limit,
-            "max_new_tokens": cfg.eval.max_new_tokens}
+            "max_new_tokens": cfg.eval.max_new_tokens, "precision": str(cfg.trainer.precision)}
 
 
 def baseline_path(cfg: DictConfig) -> Path:

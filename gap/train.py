@@ -53,6 +53,9 @@ def check_config(cfg: DictConfig) -> None:
         refuse("eval.batch_size", cfg.eval.batch_size, "it must be at least 1")
     if cfg.eval.max_batch_tokens is not None and cfg.eval.max_batch_tokens < 1:
         refuse("eval.max_batch_tokens", cfg.eval.max_batch_tokens, "it must be positive (or null: no limit)")
+    if cfg.eval.heldout and cfg.method.name != "none" and cfg.eval.limit is None:
+        refuse("eval.heldout", True, "it needs eval.limit: without a test split, a task's held-out examples are "
+               "the validation rows after the first eval.limit")
     if cfg.method.name != "none" and not cfg.optim.lr > 0:
         refuse("optim.lr", cfg.optim.lr, "the learning rate must be positive")
     if not cfg.tasks.include:

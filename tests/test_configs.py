@@ -86,3 +86,19 @@ def test_config_entries_are_checked_before_hydra_composes():
     with pytest.raises(ConfigError, match="trainer=fdsp is not a trainer entry"):
         check_choices(["trainer=fdsp"])
     check_choices(["hydra.searchpath=[file:///elsewhere]", "model=mine"])  # entries may live elsewhere
+
+
+def test_heldout_without_a_limit_is_refused(data_dir):
+    from gap.errors import ConfigError
+    from gap.train import check_config
+
+    # without a limit, a task with no test split would take its held-out rows from the validation rows
+    with pytest.raises(ConfigError, match="eval.heldout=True is not valid; it needs eval.limit"):
+        check_config(compose_cfg("train", ["model=tiny-random", "eval.heldout=true", "eval.limit=null"]))
+
+
+def test_the_baseline_cache_keeps_precisions_apart():
+    from gap.baselines import baseline_path
+
+    fp32, bf16 = (compose_cfg("train", [f"trainer.precision={p}"]) for p in ("32-true", "bf16-mixed"))
+    assert baseline_path(fp32) != baseline_path(bf16)

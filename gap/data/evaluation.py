@@ -33,7 +33,8 @@ def _tokenize_harness(task: str, example: HarnessExample, tokenizer, max_length:
     """Each request encoded as the harness does (`encode_pair`). The scorer sees at most the last
     `max_length + 1` tokens of context + continuation (the harness feeds `max_length` and scores the
     next one), so keeping the last `max_length` context tokens changes nothing."""
-    pairs = [encode_pair(tokenizer, ctx, cont) for ctx, cont in example.requests]
+    encoded: dict = {}
+    pairs = [encode_pair(tokenizer, ctx, cont, encoded) for ctx, cont in example.requests]
     contexts = [ctx[-max_length:] for ctx, _ in pairs]
     shared = all(c == contexts[0] for c in contexts)
     return EvalItem(task, example, contexts[0], [cont for _, cont in pairs],
@@ -89,18 +90,15 @@ class EvalDataModule(L.LightningDataModule):
     def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
                  max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap"):
         super().__init__()
-        self.tasks, self.prompt_style = list(examples), prompt_style
-        self.batch_size, self.max_batch_tokens, self.max_new_tokens = batch_size, max_batch_tokens, max_new_tokens
+        self.tasks = list(examples)
         self.items = {task: [tokenize_example(task, ex, tokenizer, max_length, prompt_style) for ex in exs]
                       for task, exs in examples.items()}
+        self.batches = {task: length_sorted_batches([it.cost(max_new_tokens) for it in items], batch_size,
+                                                    max_batch_tokens,
+                                                    fill=0.5 if TASKS[task].kind == "classification" else None)
+                        for task, items in self.items.items()}
 
     def val_dataloader(self, tasks: list[str] | None = None):
         """One dataloader per task, in `self.tasks` order (or that of `tasks`, a subset)."""
-        loaders = []
-        for task in tasks or self.tasks:
-            items = self.items[task]
-            batches = length_sorted_batches([it.cost(self.max_new_tokens) for it in items], self.batch_size,
-                                            self.max_batch_tokens,
-                                            fill=0.5 if TASKS[task].kind == "classification" else None)
-            loaders.append(DataLoader(items, batch_sampler=batches, collate_fn=list))
-        return loaders
+        return [DataLoader(self.items[task], batch_sampler=self.batches[task], collate_fn=list)
+                for task in tasks or self.tasks]

@@ -165,8 +165,10 @@ def prefix_token_id(tokenizer) -> int:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of one request as the harness's HF backend builds them (`loglikelihood`, `_encode_pair`)."""
+def encode_pair(tokenizer, context: str, continuation: str,
+                contexts: dict | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of one request as the harness's HF backend builds them (`loglikelihood`, `_encode_pair`).
+    `contexts` memoises context encodings across the requests of one example (its choices share one)."""
     if context == "":
         cont = _encode(tokenizer, continuation)
         prefix = prefix_token_id(tokenizer)
@@ -176,5 +178,7 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
     whole = _encode(tokenizer, context + continuation)
-    context_enc = _encode(tokenizer, context)
-    return context_enc, whole[len(context_enc):]
+    contexts = {} if contexts is None else contexts
+    if context not in contexts:
+        contexts[context] = _encode(tokenizer, context)
+    return contexts[context], whole[len(contexts[context]):]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from gap.data.tasks import TASKS
 from gap.modules.loading import load_pretrained
+from gap.results import resources
 from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,7 @@ def main(cfg: DictConfig) -> None:
     check_config(cfg)
     examples, _, _ = read_inputs(cfg)
     L.seed_everything(cfg.seed, verbose=False)
+    started = time.perf_counter()
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
     counter = FlopCounter(model)
@@ -130,16 +132,15 @@ def main(cfg: DictConfig) -> None:
         if tasks:
             rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks)
                                    for k in ("seconds", "examples", "tokens", "positions", "flops")}
-    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    used = resources(started)  # the GPU's name and peak memory when one was used
+    name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
-              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "tasks": rows}
-    if device == "cuda":
-        report["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")
+              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "resources": used, "tasks": rows}
+    out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
           f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s"
-          + (f", peak GPU memory {report['peak_gpu_memory_gb']} GB" if device == "cuda" else ""))
+          + (f", peak GPU memory {used['peak_gpu_memory_gb']} GB" if "device" in used else ""))
     print(table(rows, peak))
     print(f"written: {out}")
 

@@ -14,10 +14,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from bench.lm_eval_tasks import write_harness_tasks
-from gap.data.evaluation import load_eval_examples
 from gap.data.tasks import CLASSIFICATION
 from gap.modules.loading import load_pretrained
-from gap.train import evaluate_once, make_evaldata
+from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +50,9 @@ def run_harness(cfg, model, tokenizer, workdir: Path) -> tuple[float, dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    cfg.eval.prompt_style = "harness"
-    cfg.tasks.include = CLASSIFICATION
-    examples = load_eval_examples(cfg.paths.data_dir, CLASSIFICATION, "validation", cfg.eval.limit, "harness")
+    cfg.eval.prompt_style, cfg.tasks.include = "harness", CLASSIFICATION
+    check_config(cfg)
+    examples, _, _ = read_inputs(cfg)
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
     run_ours(cfg, model, tokenizer, {t: e[:2] for t, e in examples.items()})  # warm-up, both sides alike

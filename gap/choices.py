@@ -6,7 +6,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 
-from gap.errors import ConfigError, exit_code
+from gap.errors import ConfigError, fail
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -23,7 +23,7 @@ def check_choices(args: list[str]) -> None:
     overrides = [a for a in args if not a.startswith("-")]
     for override in OverridesParser.create().parse_overrides(overrides):
         group = override.key_or_group
-        if override.package is not None or not (CONF / group).is_dir() or "." in group:
+        if override.package is not None or not (CONF / group).is_dir():
             continue
         value = override.value()
         names = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
@@ -40,7 +40,6 @@ def hydra_entry(hydra_main):
         try:
             check_choices(sys.argv[1:])
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(exit_code(err))
+            fail(err)
         hydra_main()
     return main

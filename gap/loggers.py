@@ -6,6 +6,7 @@ import os
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
+from gap.preemption import EXIT_CODE
 from gap.results import selected_metrics
 
 log = logging.getLogger("gap")
@@ -80,7 +81,7 @@ def finish_loggers(loggers: list[Tolerant], preempted: bool = False) -> None:
         if run is not None and hasattr(run, "finish"):
             if preempted:
                 run.mark_preempting()
-            run.finish(exit_code=143 if preempted else 0)
+            run.finish(exit_code=EXIT_CODE if preempted else 0)
 
     for logger in loggers:
         logger.guarded(finish)

@@ -335,7 +335,9 @@ def table(models: list[str], gpus: list[int], gb: float) -> str:
     settings) for each model and setup on `gpus` GPUs of `gb` GB."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    from gap.choices import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfgs = {m: compose(config_name="train", overrides=[f"model={m}"]) for m in models}
     head = ["model", "params", "setup"] + [f"{n} x {gb:g} GB" for n in gpus]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -105,16 +105,16 @@ class ResultsWriter:
     def __init__(self, out_dir: Path, config: dict):
         self.out_dir, self.config = Path(out_dir), config
 
-    def write(self, status: str, evaluations: list[dict], error: str | None = None, extra: dict | None = None) -> dict:
-        """`extra["heldout"]`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`);
-        `extra["resources"]`: see `resources`."""
+    def write(self, status: str, evaluations: list[dict], error: str | None = None, heldout: dict | None = None,
+              used: dict | None = None) -> dict:
+        """`heldout`: {"baseline": evaluation, "selected": evaluation + "epochs"} (see `gap.train`);
+        `used`: the run's `resources`."""
         results = run_results(status, self.config, evaluations, error)
-        if extra and "resources" in extra:
-            results["resources"] = extra["resources"]
+        if used:
+            results["resources"] = used
         if rank_zero_only.rank != 0:
             return results
-        if extra and "heldout" in extra:
-            heldout = extra["heldout"]
+        if heldout:
             results["heldout"] = {"epochs": heldout["selected"]["epochs"], "baseline": heldout["baseline"]["metrics"],
                                   "selected": heldout["selected"]["metrics"]}
             write_predictions(self.out_dir / "predictions" / "heldout", heldout["selected"]["predictions"])

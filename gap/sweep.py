@@ -21,21 +21,26 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def finished_results(out_dir: Path) -> dict | None:
-    """The results of a job that already finished ok in this directory, else None."""
-    path = Path(out_dir) / "results.json"
+def read_results(path: Path) -> dict | None:
+    """A `results.json` document, or None when it cannot be read (a job killed mid-write before atomic
+    writes, a hand-edited file)."""
     try:
-        results = json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return results if results.get("status") == "ok" else None
+
+
+def finished_results(out_dir: Path) -> dict | None:
+    """The results of a job that already finished ok in this directory, else None."""
+    results = read_results(Path(out_dir) / "results.json")
+    return results if results and results.get("status") == "ok" else None
 
 
 def summarize(sweep_dir: Path) -> dict:
     """Every job's status, path, error and selected metrics, from the `results.json` files of a sweep."""
     jobs = []
     for path in sorted(Path(sweep_dir).rglob("results.json")):
-        results = json.loads(path.read_text())
+        results = read_results(path) or {"status": "unreadable"}
         overrides = path.parent / ".hydra" / "overrides.yaml"
         jobs.append({"path": str(path.parent.relative_to(sweep_dir)), "status": results.get("status"),
                      "error": results.get("error"),

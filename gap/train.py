@@ -19,7 +19,7 @@ from gap.choices import hydra_entry
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
 from gap.data.tasks import TASKS, check_task_names
-from gap.errors import ConfigError, DataError, GapError, exit_code
+from gap.errors import ConfigError, DataError, GapError, fail
 from gap.loggers import finish_loggers, make_loggers, summarize_run
 from gap.memory import check_memory, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
@@ -186,7 +186,7 @@ def train(cfg: DictConfig) -> dict:
     keeper = KeepSelectedWeights()
     trainer = make_trainer(cfg, model, logger=loggers or False,
                           callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout_data else [])])
-    extra, preempted = {}, False
+    heldout_results, preempted = None, False
     try:
         run_baseline(cfg, trainer, module, evaldata, loggers)
         if heldout_data:
@@ -198,13 +198,13 @@ def train(cfg: DictConfig) -> dict:
         if cfg.save_checkpoint:
             save_checkpoint(model, tokenizer, out_dir / "checkpoint")
         if heldout_data and keeper.weights:
-            extra["heldout"] = run_heldout(cfg, model, tokenizer, heldout_data, keeper, heldout_baseline)
-            for name, part in extra["heldout"].items():
+            heldout_results = run_heldout(cfg, model, tokenizer, heldout_data, keeper, heldout_baseline)
+            for name, part in heldout_results.items():
                 for logger in loggers:
                     logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})
-        extra["resources"] = resources(started)
         results = writer.write("diverged" if module.diverged else "ok", module.evaluations,
-                               error="non-finite training loss" if module.diverged else None, extra=extra)
+                               error="non-finite training loss" if module.diverged else None,
+                               heldout=heldout_results, used=resources(started))
         summarize_run(loggers, results)
     except BaseException as err:
         preempted = is_preemption(err)
@@ -237,9 +237,9 @@ def run_cli(job, cfg: DictConfig) -> None:
             ResultsWriter(Path(cfg.paths.output_dir), OmegaConf.to_container(cfg, resolve=False)).write(
                 "failed", [], error=str(err))
         finally:
-            print(f"error: {err}", file=sys.stderr)
             if not in_multirun():
-                sys.exit(exit_code(err))
+                fail(err)
+            print(f"error: {err}", file=sys.stderr)
     except BaseException as err:  # train() has already written its results.json
         if is_preemption(err):
             print(f"preempted: results so far in {cfg.paths.output_dir}; run it again to redo the job",

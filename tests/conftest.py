@@ -24,6 +24,12 @@ def compose_cfg(config_name: str = "train", overrides=()):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
 
 
+def embedded_gguf() -> Path:
+    """The embedded model's GGUF file, where `make model` puts it (`GAP_CACHE_DIR` honoured)."""
+    model = compose_cfg("train").model
+    return Path(model.path) / model.gguf_file
+
+
 @pytest.fixture
 def fresh_tiny_model(tiny):
     """A tiny-random model of its own, for tests that change the weights."""

@@ -3,15 +3,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
-from tests.conftest import DATA_DIR, ROOT
-
-EMBEDDED_GGUF = Path(os.environ.get("GAP_CACHE_DIR", Path.home() / ".cache" / "gap")) / "models" / "smollm2-135m" / \
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
+from tests.conftest import DATA_DIR, ROOT, embedded_gguf
 
 
 def start(module, *overrides, tmp_path, env=None, baseline_dir=None) -> subprocess.Popen:
@@ -121,7 +117,7 @@ def bad_input_cases(tmp_path, data_dir):
         '{"premise": "a", "choice1": "b", "choice2": "c", "question": "cause"}\n')
     gguf = tmp_path / "gguf"
     gguf.mkdir()
-    with open(EMBEDDED_GGUF, "rb") as f:  # the first 8 MB of the real file: a download cut short
+    with open(embedded_gguf(), "rb") as f:  # the first 8 MB of the real file: a download cut short
         (gguf / "cut.gguf").write_bytes(f.read(8 << 20))
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "short.txt").write_text("a\n")
@@ -156,7 +152,9 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir):
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, (overrides, last)
         assert "Traceback" not in proc.stderr
-        if (out / "results.json").exists():  # none when Hydra never composed the run (unknown entry)
+        if overrides == ["model=gpt5"]:  # refused before Hydra composes the run: nothing is written
+            assert not (out / "results.json").exists()
+        else:
             assert json.loads((out / "results.json").read_text())["status"] == "failed"
         assert not (out / "predictions").exists()
 

@@ -1,5 +1,4 @@
 """The memory preflight: parameter counts without weights, the estimate's arithmetic, the refusal, the table."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from transformers import OPTConfig, OPTForCausalLM
 from gap import memory
 from gap.errors import ConfigError, exit_code
 from gap.memory import GB, Arch, Plan, estimate, model_arch, total
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, compose_cfg, embedded_gguf
 
 ARCH = Arch(params=10**9, layers=10, hidden=1000, vocab=1000, kv_dim=1000)
 
@@ -30,7 +29,7 @@ def test_local_config_json_is_counted_on_meta(tmp_path):
 
 
 def test_gguf_header_counts_smollm2():
-    path = Path.home() / ".cache/gap/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = embedded_gguf()
     if not path.is_file():
         pytest.skip("the embedded model is not here (`make model`)")
     arch = memory.gguf_arch(path)
@@ -144,7 +143,9 @@ def test_a_smaller_eval_batch_is_offered(monkeypatch):
 
 
 def test_tiny_random_fits_here():
-    assert memory.check_memory(compose_cfg("train", ["model=tiny-random", "trainer.accelerator=cpu"])) is not None
+    cfg = compose_cfg("train", ["model=tiny-random", "trainer.accelerator=cpu"])
+    parts = memory.check_memory(cfg)
+    assert parts is not None and total(parts) <= memory.capacity(cfg.trainer)[0]
 
 
 def test_other_ranks_do_not_check(monkeypatch):

@@ -5,7 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from gap.data.fetch import fetch
-from gap.errors import GapError, exit_code
+from gap.errors import GapError, fail
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="fetch")
@@ -13,8 +13,7 @@ def _main(cfg: DictConfig) -> None:
     try:
         counts = fetch(cfg)
     except GapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(exit_code(err))
+        fail(err)
     for what, n in counts.items():
         print(f"{what}: {n}")
     print(f"data: {cfg.paths.data_dir}")

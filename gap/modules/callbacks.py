@@ -1,7 +1,8 @@
 """Lightning callbacks: the GAP authors' early stop, and keeping the selected weights."""
 import lightning as L
 
-from gap.results import AVERAGES
+from gap.modules.loading import cpu_state_dict
+from gap.results import best_epochs
 
 
 class AuthorsEarlyStop(L.Callback):
@@ -30,20 +31,18 @@ class AuthorsEarlyStop(L.Callback):
 
 
 class KeepSelectedWeights(L.Callback):
-    """Keeps (on the CPU) the weights of the best evaluation so far of each category's average, the
-    authors' per-run selection, so they can be evaluated on held-out examples after training."""
+    """Keeps (on the CPU) the weights of the evaluation each category selects so far (`best_epochs`, the
+    authors' per-run selection), so they can be evaluated on held-out examples after training."""
 
     def __init__(self):
-        self.best: dict[str, float] = {}
         self.weights: dict[str, tuple[int, dict]] = {}  # category -> (epoch, state dict)
 
     def on_validation_end(self, trainer, pl_module):  # after the module has recorded the evaluation
         if trainer.state.fn != "fit" or not pl_module.evaluations:
             return
-        last, copy = pl_module.evaluations[-1], None
-        for category, key in AVERAGES.items():
-            value = last["metrics"].get(key)
-            if value is not None and value > self.best.get(category, float("-inf")):
-                self.best[category] = value
-                copy = copy or {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
-                self.weights[category] = (last["epoch"], copy)
+        epoch, copy = pl_module.evaluations[-1]["epoch"], None
+        best = best_epochs([e for e in pl_module.evaluations if e["epoch"] is not None])
+        for category, chosen in best.items():
+            if chosen["epoch"] == epoch:
+                copy = copy or cpu_state_dict(pl_module.model)
+                self.weights[category] = (epoch, copy)

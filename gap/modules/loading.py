@@ -140,6 +140,11 @@ def load_model(model_cfg, tokenizer):
     return model
 
 
+def cpu_state_dict(model) -> dict:
+    """A copy of the model's weights on the CPU, to restore later (`load_state_dict`)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 _KEPT: dict[str, tuple] = {}  # model entry -> (tokenizer, model, its loaded weights on the CPU)
 
 
@@ -169,5 +174,5 @@ def load_pretrained(model_cfg, keep: bool = False, tokenizer=None):
     tokenizer = tokenizer or load_tokenizer(model_cfg)
     model = load_model(model_cfg, tokenizer)
     if keep:
-        _KEPT[key] = (tokenizer, model, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        _KEPT[key] = (tokenizer, model, cpu_state_dict(model))
     return tokenizer, model

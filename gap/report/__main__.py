@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gap.errors import GapError, exit_code
+from gap.errors import GapError, fail
 from gap.report import report
 
 FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg",
@@ -41,8 +41,7 @@ def run_cli(cfg: DictConfig) -> None:
     try:
         report(cfg)
     except GapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(exit_code(err))
+        fail(err)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="report")

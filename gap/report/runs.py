@@ -1,7 +1,6 @@
 """What a report reads: runs (one selected average per category) and the unchanged models' baselines,
 from a sweep directory or a folder of the paper's `full_results` CSVs."""
 import csv
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from statistics import mean, mode
 
 from gap.errors import DataError
 from gap.results import AVERAGES, selected_metrics
+from gap.sweep import read_results
 
 CATEGORIES = tuple(AVERAGES)  # classification, dialog
 PAPER_FILES = {"classification": ("classification.csv",), "dialog": ("dialog.csv", "dialogue.csv")}
@@ -97,11 +97,7 @@ def load_sweep(path: Path) -> Results:
     """Every job's `results.json` under a sweep directory (a single job directory works too)."""
     out, status = Results(), Counter()
     for file in sorted(path.rglob("results.json")):
-        try:
-            results = json.loads(file.read_text())
-        except (OSError, ValueError):
-            status["unreadable"] += 1
-            continue
+        results = read_results(file) or {"status": "unreadable"}
         status[results.get("status", "unknown")] += 1
         if results.get("status") != "ok" or not results.get("best"):
             continue

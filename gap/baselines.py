@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gap.results import write_atomic
 
-ENGINE_VERSION = 2  # bump when a change to formatting or scoring changes any prediction
+ENGINE_VERSION = 3  # bump when a change to formatting or scoring changes any prediction
 
 
 def baseline_key(cfg: DictConfig) -> dict:

@@ -1,11 +1,12 @@
 """The evaluation engine against plain references: batching, padding and order must not change results."""
+import pytest
 import torch
 
 from gap.data.evaluation import EvalDataModule, tokenize_example
 from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.scoring.batching import left_pad, length_sorted_batches
-from gap.scoring.generation import greedy_generate
+from gap.scoring.generation import generate_from, greedy_generate
 from gap.scoring.loglikelihood import (
     FILL,
     choice_logprobs,
@@ -14,6 +15,7 @@ from gap.scoring.loglikelihood import (
     packed_choice_logprobs,
     packed_pass,
 )
+from gap.scoring.prefill import prefill
 
 
 def reference_logprobs(model, context, continuation):
@@ -184,6 +186,26 @@ def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir):
     assert abs(run["metrics"]["wizard_of_internet/loss"] - want) < 1e-4
     alone = greedy_generate(model, tok, [items[0].context], 6, ["\nUser "])[0]
     assert run["predictions"]["wizard_of_internet"][0]["pred"] == alone
+
+
+@pytest.mark.parametrize("fill", [None, 0.75])
+def test_targets_teacher_forced_in_the_prefill_score_as_alone_and_leave_the_context_cache(tiny, fill):
+    """One pass (fill=None), or passes of similar width joined into one left-padded cache (fill)."""
+    model, tok = tiny
+    contexts = [list(range(10, 40)), [7, 8, 9], list(range(50, 62))]
+    targets = [[70, 71, 72, 73, 74], [], [75]]   # uneven, one empty: right padding of every width
+    widths = [len(c) + len(t) for c, t in zip(contexts, targets)]
+    assert len(length_sorted_batches(widths, 3, fill=fill)) == (1 if fill is None else 3)
+    state = prefill(model, contexts, tok.pad_token_id, targets=targets, fill=fill)
+    assert [len(s) for s in state.target_logprobs] == [5, 0, 1]
+    for ctx, target, got in zip(contexts, targets, state.target_logprobs):
+        if target:
+            assert max(abs(a - b) for a, b in zip(got, reference_logprobs(model, ctx, target))) < 1e-4
+    alone = prefill(model, contexts, tok.pad_token_id)
+    assert state.cache.get_seq_length() == alone.cache.get_seq_length() == 30
+    assert torch.allclose(state.last_logits, alone.last_logits, atol=1e-4)
+    replies = generate_from(model, tok, state, 6, ["\nUser "])
+    assert replies == generate_from(model, tok, alone, 6, ["\nUser "])
 
 
 def _packed_equals_from_scratch(model, requests, pad_id, fill=FILL):

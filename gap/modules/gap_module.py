@@ -8,8 +8,9 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
+from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
-from gap.scoring.loglikelihood import choice_logprobs
+from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
 from gap.scoring.prefill import prefill
 from gap.scoring.text import unigram_f1
 
@@ -110,13 +111,18 @@ class GAPModule(L.LightningModule):
         return records
 
     def _converse(self, items) -> list[dict]:
-        """Teacher-forced loss of the target and a greedy reply, both from one prefill of the prompt."""
+        """Teacher-forced loss of the target and a greedy reply, both from one pass over prompt + target."""
         pad_id = self.tokenizer.pad_token_id
-        state = prefill(self.model, [it.context for it in items], pad_id)
-        # a prompt + target over max_length is scored as the authors did: (prompt + target)[-max_length:]
-        scores = choice_logprobs(self.model, [(it.context, it.continuations) for it in items], pad_id,
-                                 self.max_length, state=state)
-        token_lls = [s[0] for s in scores]
+        # a prompt + target over max_length is scored apart, as the authors did: (prompt + target)[-max_length:]
+        fits = [len(it.context) + len(it.continuations[0]) <= self.max_length for it in items]
+        state = prefill(self.model, [it.context for it in items], pad_id,
+                        targets=[it.continuations[0] if fit else [] for it, fit in zip(items, fits)], fill=FILL)
+        token_lls = state.target_logprobs
+        long = [i for i, fit in enumerate(fits) if not fit]
+        if long:
+            pairs = [(items[i].context, items[i].continuations[0]) for i in long]
+            for i, lls in zip(long, continuation_logprobs(self.model, pairs, pad_id, self.max_length)):
+                token_lls[i] = lls
         replies = generate_from(self.model, self.tokenizer, state, self.max_new_tokens, self.stops)
         records = []
         for it, lls, reply in zip(items, token_lls, replies):

@@ -1,6 +1,8 @@
 """Padding and ordering shared by scoring and generation: real tokens only, longest first."""
 import torch
 
+FILL = 0.75  # a forward pass closes at a row narrower than this share of its widest (packing, prefill)
+
 
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad token lists to one width; return input ids, attention mask and position ids.

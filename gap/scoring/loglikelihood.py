@@ -1,10 +1,8 @@
 """Log-probabilities of continuations (choices, dialogue targets) given their contexts."""
 import torch
 
-from gap.scoring.batching import left_pad, length_sorted_batches
-from gap.scoring.prefill import Prefill, extend_and_score, token_logprobs
-
-FILL = 0.75  # a packed pass closes at a row narrower than this share of its widest (see packed_choice_logprobs)
+from gap.scoring.batching import FILL, left_pad, length_sorted_batches
+from gap.scoring.prefill import token_logprobs
 
 
 @torch.no_grad()
@@ -107,27 +105,19 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
 
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
-                    share_context: bool = True, state: Prefill | None = None) -> list[list[list[float]]]:
+                    share_context: bool = True) -> list[list[list[float]]]:
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
-    With `share_context`, each context runs once: packed with its choices in one forward pass
-    (`packed_choice_logprobs`), or, when the caller has already prefilled every request's context (`state`,
-    as dialogue does for generation), with its choices scored from that KV cache. A
-    request whose context + longest choice exceeds `max_length` is scored choice by choice, since each of
-    its choices then sees a differently truncated context.
+    With `share_context`, each context runs once, packed with its choices in one forward pass
+    (`packed_choice_logprobs`). A request whose context + longest choice exceeds `max_length` is scored
+    choice by choice, since each of its choices then sees a differently truncated context.
     """
     shared = [i for i, (ctx, choices) in enumerate(requests)
               if share_context and ctx and len(ctx) + max(len(c) for c in choices) <= max_length]
     results: list = [None] * len(requests)
-    if shared:
-        if state is None:
-            for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)):
-                results[i] = scores
-        else:
-            scores = iter(extend_and_score(model, state, [i for i in shared for _ in requests[i][1]],
-                                           [c for i in shared for c in requests[i][1]], pad_id))
-            for i in shared:
-                results[i] = [next(scores) for _ in requests[i][1]]
+    for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)
+                         if shared else []):
+        results[i] = scores
     alone = [i for i in range(len(requests)) if results[i] is None]
     if alone:
         pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]

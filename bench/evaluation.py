@@ -2,11 +2,12 @@
 
     python -m bench.evaluation [eval overrides]       # default: embedded model, 32 examples per task
 
-Writes `bench/results.json` and prints a markdown table. FLOPs are counted from what the engine really
-sends through the model (a forward hook): 2 x non-embedding parameters per real token, 2 x vocabulary x
-width per position that reaches the output layer, and 4 x layers x width per (query, key) pair of
-attention (causal, or read from the 4D mask of packed rows). Model FLOP utilisation = achieved FLOP/s /
-this machine's measured fp32 matmul rate.
+Writes `bench/results.json` and a markdown table. Model FLOPs are counted from what the engine really
+sends through the model (a forward hook), as model FLOP utilisation is usually defined (and as the issue
+that set the targets did): a full forward pass per real token, 2 x (non-embedding parameters + the output
+layer's vocabulary x width), whether or not the engine computes that token's logits, plus 4 x layers x
+width per (query, key) pair of attention (causal, or read from the 4D mask of packed rows). Padding counts
+nothing. Model FLOP utilisation = model FLOP/s / this machine's measured matmul rate.
 """
 import json
 import time
@@ -23,6 +24,8 @@ from gap.results import resources
 from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("scoring", "generation")
+COUNTS = ("seconds", "tokens", "positions", "flops")
 
 
 def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0, window: float = 1.0) -> float:
@@ -51,30 +54,48 @@ def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0, 
     return best
 
 
-def compute_setting(trainer_cfg) -> tuple[str, torch.dtype]:
-    """(device, dtype of the matrix products) that `trainer_cfg` evaluates with."""
+def compute_setting(trainer_cfg, model) -> tuple[str, torch.dtype]:
+    """(device, dtype of the matrix products) that `trainer_cfg` evaluates `model` with: its weights'
+    dtype (`model.dtype=bfloat16`), else bf16 under bf16 precision, else fp32."""
     gpu = trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return ("cuda" if gpu else "cpu"), (torch.bfloat16 if "bf16" in str(trainer_cfg.precision) else torch.float32)
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float32 and "bf16" in str(trainer_cfg.precision):
+        dtype = torch.bfloat16
+    return ("cuda" if gpu else "cpu"), dtype
 
 
 class FlopCounter:
-    """Counts real tokens, padded positions and FLOPs of every forward pass of a causal LM."""
+    """Counts real tokens, padded positions, FLOPs and time of every forward pass of a causal LM, per
+    task (`reset`) and per phase over the whole run: scoring (every pass that starts from an empty cache:
+    classification rows, dialogue prompts with their teacher-forced targets) and generation (decode
+    steps, whose mask is wider than their one new token). Forward time is measured between device
+    synchronisations, so it is the model's own time; the rest of the wall time is spent outside it."""
 
-    def __init__(self, model):
+    def __init__(self, model, device: str):
         cfg = model.config
         self.layers, self.width = cfg.num_hidden_layers, cfg.hidden_size
-        self.vocab = model.get_output_embeddings().weight.shape[0]
+        vocab = model.get_output_embeddings().weight.shape[0]
         embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
         embeddings |= {id(p) for p in model.get_output_embeddings().parameters()}
-        self.body_params = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+        body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+        self.per_token = 2 * (body + vocab * self.width)
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
         self.reset()
+        model.register_forward_pre_hook(self._start)
         model.register_forward_hook(self._hook, with_kwargs=True)
 
     def reset(self):
         self.tokens = self.positions = 0
         self.flops = 0.0
 
+    def _start(self, module, args):
+        self.sync()
+        self.started = time.perf_counter()
+
     def _hook(self, module, args, kwargs, output):
+        self.sync()
+        seconds = time.perf_counter() - self.started
         ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
         rows, width = ids.shape
         mask = torch.ones_like(ids) if mask is None else mask
@@ -87,10 +108,13 @@ class FlopCounter:
             queries = mask[:, -width:].sum(-1).double()
             keys_before = mask[:, :-width].sum(-1).double()
             pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
-        self.tokens += int(queries.sum())
+        tokens, flops = int(queries.sum()), self.per_token * queries.sum().item() + 4 * self.layers * self.width * pairs
+        self.tokens += tokens
         self.positions += rows * width
-        self.flops += 2 * self.body_params * queries.sum().item() + 4 * self.layers * self.width * pairs
-        self.flops += 2 * self.vocab * self.width * output.logits.shape[0] * output.logits.shape[1]
+        self.flops += flops
+        phase = self.phases["generation" if mask.dim() == 2 and mask.shape[1] > width else "scoring"]
+        for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops)):
+            phase[key] += value
 
 
 def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
@@ -113,6 +137,20 @@ def table(rows: dict, peak: float) -> str:
     return "\n".join(lines)
 
 
+def phase_table(phases: dict, wall: float, peak: float) -> str:
+    """Scoring and generation, each over its own time inside the model, and the time outside it."""
+    lines = ["| phase | model s | share of wall | real tokens/s | padding | GFLOP/s | MFU |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in phases.items():
+        seconds = max(r["seconds"], 1e-9)
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / wall:.0%} | {r['tokens'] / seconds:.0f} | "
+                     f"{1 - r['tokens'] / max(r['positions'], 1):.1%} | {r['flops'] / seconds / 1e9:.1f} | "
+                     f"{r['flops'] / seconds / peak:.0%} |")
+    outside = wall - sum(r["seconds"] for r in phases.values())
+    lines.append(f"| outside the model | {outside:.1f} | {outside / wall:.0%} | | | | |")
+    return "\n".join(lines)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
@@ -121,8 +159,8 @@ def main(cfg: DictConfig) -> None:
     started = time.perf_counter()
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
-    counter = FlopCounter(model)
-    device, dtype = compute_setting(cfg.trainer)
+    device, dtype = compute_setting(cfg.trainer, model)
+    counter = FlopCounter(model, device)
     peak = matmul_rate(device, dtype)
     rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
     peak = max(peak, matmul_rate(device, dtype))  # measured before and after the tasks
@@ -130,18 +168,20 @@ def main(cfg: DictConfig) -> None:
               "dialogue": [t for t in rows if TASKS[t].kind == "dialogue"], "all": list(rows)}
     for name, tasks in groups.items():
         if tasks:
-            rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks)
-                                   for k in ("seconds", "examples", "tokens", "positions", "flops")}
+            rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", *COUNTS)}
     used = resources(started)  # the GPU's name and peak memory when one was used
     name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
-              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "resources": used, "tasks": rows}
+              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "resources": used, "tasks": rows,
+              "phases": counter.phases}
     out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
           f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s"
           + (f", peak GPU memory {used['peak_gpu_memory_gb']} GB" if "device" in used else ""))
     print(table(rows, peak))
+    print()
+    print(phase_table(counter.phases, rows["**all**"]["seconds"], peak))
     print(f"written: {out}")
 
 

@@ -250,13 +250,25 @@ def test_pack_mask_keeps_choices_apart_and_marks_real_tokens_on_its_diagonal():
     assert where == [(0, [1, 2]), (0, [1, 3, 4]), (1, [4])]
 
 
-def test_flop_counter_reads_real_tokens_and_attended_pairs_from_the_packed_mask(fresh_tiny_model):
+def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_from_generation(fresh_tiny_model):
     from bench.evaluation import FlopCounter
 
     model = fresh_tiny_model.eval()  # the counter's hook stays on this model, not on `tiny`
-    counter = FlopCounter(model)
+    counter = FlopCounter(model, "cpu")
     packed_pass(model, [(list(range(10, 15)), [[20, 21, 22], [23]]), ([7], [[8, 9]])], pad_id=0)
     assert counter.tokens == (5 + 2) + (1 + 1) and counter.positions == 2 * 7
     pairs = (15 + 2 * 5 + 3) + (1 + 1 + 1)  # context causal; each segment token: the context + itself causally
-    body = counter.flops - 2 * counter.vocab * counter.width * 2 * 3 - 4 * counter.layers * counter.width * pairs
-    assert abs(body - 2 * counter.body_params * counter.tokens) < 1
+    per_token = 2 * sum(p.numel() for p in model.parameters())  # tied embeddings: the output layer, counted once
+    assert model.config.tie_word_embeddings
+    attention = 4 * counter.layers * counter.width
+    assert abs(counter.flops - per_token * counter.tokens - attention * pairs) < 1
+    scoring, generation = counter.phases["scoring"], counter.phases["generation"]
+    assert scoring["tokens"] == counter.tokens and scoring["flops"] == counter.flops and scoring["seconds"] > 0
+
+    state = prefill(model, [[3, 4, 5]], pad_id=0)  # scoring: a pass from an empty cache
+    with torch.no_grad():  # one decode step: one new token over a mask of 4
+        model(input_ids=torch.tensor([[6]]), attention_mask=torch.ones(1, 4, dtype=torch.long),
+              position_ids=torch.tensor([[3]]), cache=state.cache, use_cache=True)
+    assert scoring["tokens"] == counter.tokens - 1 == 9 + 3
+    assert generation["tokens"] == 1 and generation["positions"] == 1 and generation["seconds"] > 0
+    assert abs(generation["flops"] - per_token - attention * 4) < 1

@@ -37,11 +37,13 @@ $(GGUF):
 run: setup model
 	$(PY) -m gap.train $(ARGS)
 
+# tests run in TEST_WORKERS processes (pytest-xdist); most of their time is command-line subprocesses starting up
+TEST_WORKERS ?= 2
 test: setup model
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: setup model
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m slow $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check gap tests bench

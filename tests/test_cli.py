@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import open_dict
 
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
-from tests.conftest import DATA_DIR, ROOT, embedded_gguf
+from gap.train import run_cli, train
+from tests.conftest import DATA_DIR, ROOT, compose_cfg, embedded_gguf
 
 
 def start(module, *overrides, tmp_path, env=None, baseline_dir=None) -> subprocess.Popen:
@@ -123,7 +125,6 @@ def bad_input_cases(tmp_path, data_dir):
     (tmp_path / "short.txt").write_text("a\n")
     file_corpus = ["corpus=file", "corpus.text_field=text"]
     return [
-        (["model=gpt5"], "model=gpt5 is not a model entry; valid: "),
         (["model=smollm2-135m", f"model.path={gguf}", "model.gguf_file=cut.gguf"], "is unreadable or truncated"),
         (["optim.lr=0"], "optim.lr=0"),
         (["optim.lr=-1e-5"], "optim.lr=-1e-05"),
@@ -141,22 +142,42 @@ def bad_input_cases(tmp_path, data_dir):
     ]
 
 
-def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir):
-    cases = bad_input_cases(tmp_path, data_dir)
+def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir, monkeypatch, capsys):
+    """Each case composed and run as the command line runs a job (`run_cli`), in this process: one
+    interpreter start for all of them (the command line itself: the next test)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for n, (overrides, message) in enumerate(bad_input_cases(tmp_path, data_dir)):
+        out = tmp_path / f"run{n}"
+        cfg = compose_cfg("train", ["model=opt-125m", "logger=none", f"paths.baseline_dir={tmp_path}/baselines",
+                                    *overrides])
+        with open_dict(cfg):
+            del cfg.hydra  # as Hydra hands the job its config
+            cfg.paths.output_dir = str(out)
+        with pytest.raises(SystemExit) as exited:
+            run_cli(train, cfg)
+        stderr = capsys.readouterr().err
+        assert exited.value.code == 2, (overrides, stderr[-2000:])
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (overrides, last)
+        assert json.loads((out / "results.json").read_text())["status"] == "failed"
+        assert not (out / "predictions").exists()
+
+
+def test_the_command_line_refuses_bad_input_with_one_error_line_and_exit_2(tmp_path, data_dir):
+    """An unknown config entry is refused before Hydra composes the run (nothing written); a malformed
+    task file once it has (a failed results.json)."""
+    cases = [(["model=gpt5"], "model=gpt5 is not a model entry; valid: "),
+             bad_input_cases(tmp_path, data_dir)[-1]]
     procs = [start("gap.train", "model=opt-125m", "logger=none", *overrides, tmp_path=tmp_path / f"run{n}",
                    env={"HF_HUB_OFFLINE": "1"}) for n, (overrides, _) in enumerate(cases)]
     for n, ((overrides, message), proc) in enumerate(zip(cases, procs)):
-        out = tmp_path / f"run{n}"
         proc = finish(proc, timeout=300)
         assert proc.returncode == 2, (overrides, proc.stderr[-2000:])
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, (overrides, last)
         assert "Traceback" not in proc.stderr
-        if overrides == ["model=gpt5"]:  # refused before Hydra composes the run: nothing is written
-            assert not (out / "results.json").exists()
-        else:
-            assert json.loads((out / "results.json").read_text())["status"] == "failed"
-        assert not (out / "predictions").exists()
+        results = tmp_path / f"run{n}" / "results.json"
+        assert (json.loads(results.read_text())["status"] == "failed") if n else not results.exists()
 
 
 def test_unreachable_hub_fails_at_once_with_a_clear_message(tmp_path):

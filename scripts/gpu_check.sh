@@ -2,26 +2,31 @@
 # The GPU path end to end on the embedded model, in a few minutes on one GPU; prints timings and peak
 # memory. Needs the package importable (`make setup`, or PYTHONPATH=.), the data (GAP_DATA_DIR) and the
 # embedded model (`make model`, or GAP_CACHE_DIR). Writes under $GPU_CHECK_DIR (outputs/gpu_check).
-#   1. one GAP run in bf16 mixed precision: baseline + 4 ascent steps, 12 tasks x 32 examples
-#   2. the evaluation benchmark (`make bench`) in fp32 and in bf16 mixed precision
-#   3. the FSDP strategy on the visible GPUs: 1 step, 4 examples per task
+#   gap_bf16: one GAP run in bf16 mixed precision: baseline + 4 ascent steps, 12 tasks x 32 examples
+#   bench_fp32, bench_bf16, bench_bf16_weights: the evaluation benchmark (`make bench`) in fp32, in bf16
+#     autocast (fp32 weights) and with bf16 weights (`model.dtype=bfloat16`)
+#   bench_bf16_wide: bf16 weights, batches of up to 64 examples and 32768 tokens
+#   fsdp: the FSDP strategy on the visible GPUs: 1 step, 4 examples per task
+# STEPS="bench_fp32 bench_bf16_weights" runs a subset.
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${GPU_CHECK_DIR:-outputs/gpu_check}
 LIMIT=${LIMIT:-32}
 GPU=${ACCELERATOR:-gpu}      # ACCELERATOR=cpu and GPU_CHECK_ARGS="model=tiny-random" rehearse the script
+STEPS=${STEPS:-gap_bf16 bench_fp32 bench_bf16 bench_bf16_weights bench_bf16_wide fsdp}
 mkdir -p "$OUT"
 # shellcheck disable=SC2206
 common=(logger=none "paths.baseline_dir=$OUT/baselines" eval.overwrite=true ${GPU_CHECK_ARGS:-})
 status=0
 
-step() {  # step NAME COMMAND...: run, time, and report without stopping the script
+step() {  # step NAME COMMAND...: run, time, and report without stopping the script (unless not in STEPS)
     local name=$1; shift
+    [[ " $STEPS " == *" $name "* ]] || return 0
     local start=$SECONDS
     echo "== $name"
     if "$@" > "$OUT/$name.log" 2>&1; then echo "ok: $name, $((SECONDS - start)) s"
     else echo "FAILED: $name (exit $?), $((SECONDS - start)) s; last lines of $OUT/$name.log:"; tail -n 25 "$OUT/$name.log"; status=1; fi
-    grep -E "peak memory|TFLOP/s|^\| \*\*" "$OUT/$name.log" || true
+    grep -E "peak memory|TFLOP/s|^\| \*\*|^\| (scoring|generation|outside)" "$OUT/$name.log" || true
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -32,6 +37,11 @@ step bench_fp32 $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU 
     eval.limit="$LIMIT" "+bench_out=$OUT/bench_fp32.json" "hydra.run.dir=$OUT/bench_fp32"
 step bench_bf16 $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU trainer.precision=bf16-mixed \
     eval.limit="$LIMIT" "+bench_out=$OUT/bench_bf16.json" "hydra.run.dir=$OUT/bench_bf16"
+step bench_bf16_weights $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU model.dtype=bfloat16 \
+    trainer.precision=bf16-true eval.limit="$LIMIT" "+bench_out=$OUT/bench_bf16_weights.json" "hydra.run.dir=$OUT/bench_bf16_weights"
+step bench_bf16_wide $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU model.dtype=bfloat16 \
+    trainer.precision=bf16-true eval.batch_size=64 eval.max_batch_tokens=32768 eval.limit="$LIMIT" \
+    "+bench_out=$OUT/bench_bf16_wide.json" "hydra.run.dir=$OUT/bench_bf16_wide"
 step fsdp $PY -m gap.train "${common[@]}" trainer=fsdp trainer.accelerator=$GPU trainer.max_epochs=1 eval.limit=4 "hydra.run.dir=$OUT/fsdp"
 $PY - "$OUT" <<'PY'
 import json, sys

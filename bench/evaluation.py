@@ -66,10 +66,10 @@ def compute_setting(trainer_cfg, model) -> tuple[str, torch.dtype]:
 
 class FlopCounter:
     """Counts real tokens, padded positions, FLOPs and time of every forward pass of a causal LM, per
-    task (`reset`) and per phase over the whole run: scoring (every pass that starts from an empty cache:
-    classification rows, dialogue prompts with their teacher-forced targets) and generation (decode
-    steps, whose mask is wider than their one new token). Forward time is measured between device
-    synchronisations, so it is the model's own time; the rest of the wall time is spent outside it."""
+    phase: scoring (every pass that starts from an empty cache: classification rows, dialogue prompts
+    with their teacher-forced targets) and generation (decode steps, whose mask is wider than their one
+    new token). Forward time is measured between device synchronisations, so it is the model's own time;
+    the rest of the wall time is spent outside it."""
 
     def __init__(self, model, device: str):
         cfg = model.config
@@ -81,13 +81,12 @@ class FlopCounter:
         self.per_token = 2 * (body + vocab * self.width)
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
-        self.reset()
         model.register_forward_pre_hook(self._start)
         model.register_forward_hook(self._hook, with_kwargs=True)
 
-    def reset(self):
-        self.tokens = self.positions = 0
-        self.flops = 0.0
+    def totals(self) -> dict:
+        """Tokens, positions and FLOPs over both phases so far."""
+        return {k: sum(phase[k] for phase in self.phases.values()) for k in ("tokens", "positions", "flops")}
 
     def _start(self, module, args):
         self.sync()
@@ -108,10 +107,8 @@ class FlopCounter:
             queries = mask[:, -width:].sum(-1).double()
             keys_before = mask[:, :-width].sum(-1).double()
             pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
-        tokens, flops = int(queries.sum()), self.per_token * queries.sum().item() + 4 * self.layers * self.width * pairs
-        self.tokens += tokens
-        self.positions += rows * width
-        self.flops += flops
+        tokens = int(queries.sum().item())
+        flops = self.per_token * tokens + 4 * self.layers * self.width * pairs
         phase = self.phases["generation" if mask.dim() == 2 and mask.shape[1] > width else "scoring"]
         for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops)):
             phase[key] += value
@@ -119,12 +116,19 @@ class FlopCounter:
 
 def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
     data = make_evaldata(cfg, {task: examples}, tokenizer)
-    counter.reset()
+    before = counter.totals()
     start = time.perf_counter()
     evaluation = evaluate_once(cfg, model, tokenizer, data, [task])
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "examples": len(examples), "tokens": counter.tokens,
-            "positions": counter.positions, "flops": counter.flops, "metrics": evaluation["metrics"]}
+    counts = {k: v - before[k] for k, v in counter.totals().items()}
+    return {"seconds": seconds, "examples": len(examples), **counts, "metrics": evaluation["metrics"]}
+
+
+def rates(r: dict, seconds: float, peak: float) -> str:
+    """The cells both tables share: real tokens/s, padding share, model GFLOP/s and MFU over `seconds`."""
+    seconds = max(seconds, 1e-9)
+    return (f"{r['tokens'] / seconds:.0f} | {1 - r['tokens'] / max(r['positions'], 1):.1%} | "
+            f"{r['flops'] / seconds / 1e9:.1f} | {r['flops'] / seconds / peak:.0%}")
 
 
 def table(rows: dict, peak: float) -> str:
@@ -132,8 +136,7 @@ def table(rows: dict, peak: float) -> str:
              "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.2f} | "
-                     f"{r['tokens'] / r['seconds']:.0f} | {1 - r['tokens'] / max(r['positions'], 1):.1%} | "
-                     f"{r['flops'] / r['seconds'] / 1e9:.1f} | {r['flops'] / r['seconds'] / peak:.0%} |")
+                     f"{rates(r, r['seconds'], peak)} |")
     return "\n".join(lines)
 
 
@@ -142,10 +145,7 @@ def phase_table(phases: dict, wall: float, peak: float) -> str:
     lines = ["| phase | model s | share of wall | real tokens/s | padding | GFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|"]
     for name, r in phases.items():
-        seconds = max(r["seconds"], 1e-9)
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / wall:.0%} | {r['tokens'] / seconds:.0f} | "
-                     f"{1 - r['tokens'] / max(r['positions'], 1):.1%} | {r['flops'] / seconds / 1e9:.1f} | "
-                     f"{r['flops'] / seconds / peak:.0%} |")
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / wall:.0%} | {rates(r, r['seconds'], peak)} |")
     outside = wall - sum(r["seconds"] for r in phases.values())
     lines.append(f"| outside the model | {outside:.1f} | {outside / wall:.0%} | | | | |")
     return "\n".join(lines)

@@ -256,19 +256,20 @@ def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_fr
     model = fresh_tiny_model.eval()  # the counter's hook stays on this model, not on `tiny`
     counter = FlopCounter(model, "cpu")
     packed_pass(model, [(list(range(10, 15)), [[20, 21, 22], [23]]), ([7], [[8, 9]])], pad_id=0)
-    assert counter.tokens == (5 + 2) + (1 + 1) and counter.positions == 2 * 7
+    totals = counter.totals()
+    assert totals["tokens"] == (5 + 2) + (1 + 1) and totals["positions"] == 2 * 7
     pairs = (15 + 2 * 5 + 3) + (1 + 1 + 1)  # context causal; each segment token: the context + itself causally
     per_token = 2 * sum(p.numel() for p in model.parameters())  # tied embeddings: the output layer, counted once
     assert model.config.tie_word_embeddings
     attention = 4 * counter.layers * counter.width
-    assert abs(counter.flops - per_token * counter.tokens - attention * pairs) < 1
+    assert abs(totals["flops"] - per_token * totals["tokens"] - attention * pairs) < 1
     scoring, generation = counter.phases["scoring"], counter.phases["generation"]
-    assert scoring["tokens"] == counter.tokens and scoring["flops"] == counter.flops and scoring["seconds"] > 0
+    assert scoring["tokens"] == totals["tokens"] and scoring["flops"] == totals["flops"] and scoring["seconds"] > 0
 
     state = prefill(model, [[3, 4, 5]], pad_id=0)  # scoring: a pass from an empty cache
     with torch.no_grad():  # one decode step: one new token over a mask of 4
         model(input_ids=torch.tensor([[6]]), attention_mask=torch.ones(1, 4, dtype=torch.long),
               position_ids=torch.tensor([[3]]), cache=state.cache, use_cache=True)
-    assert scoring["tokens"] == counter.tokens - 1 == 9 + 3
+    assert scoring["tokens"] == counter.totals()["tokens"] - 1 == 9 + 3
     assert generation["tokens"] == 1 and generation["positions"] == 1 and generation["seconds"] > 0
     assert abs(generation["flops"] - per_token - attention * 4) < 1

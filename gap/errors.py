@@ -1,6 +1,4 @@
 """Errors that `gap` reports as one line (`error: ...`) instead of a traceback."""
-import sys
-from typing import NoReturn
 
 
 class GapError(Exception):
@@ -23,8 +21,3 @@ def exit_code(err: GapError) -> int:
     """2 for bad input or configuration (nothing was run), 1 for anything else."""
     return 2 if isinstance(err, (ConfigError, DataError)) else 1
 
-
-def fail(err: GapError) -> NoReturn:
-    """The command line's end for a `GapError`: one `error:` line on stderr and `exit_code(err)`."""
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(exit_code(err))

@@ -2,19 +2,10 @@
 
 The same run as `gap.train` with `method=none` (conf/eval.yaml), so the outputs are identical.
 """
-import hydra
-from omegaconf import DictConfig
+from gap.cli import command
+from gap.train import train
 
-from gap.choices import hydra_entry
-from gap.train import run_cli, train
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def hydra_main(cfg: DictConfig) -> None:
-    run_cli(train, cfg)
-
-
-main = hydra_entry(hydra_main)
+main = command("eval", train)
 
 
 if __name__ == "__main__":

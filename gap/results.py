@@ -1,26 +1,12 @@
 """What a run leaves behind: `results.json` and `predictions/<task>.jsonl`, written atomically."""
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-AVERAGES = {"classification": "avg/classification_acc", "dialog": "avg/dialog_f1"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from a group's other users
-    os.replace(tmp, path)
+from gap.data.tasks import CATEGORIES, TASKS
+from gap.files import write_atomic
 
 
 def write_predictions(directory: Path, predictions: dict[str, list[dict]]) -> None:
@@ -31,12 +17,21 @@ def write_predictions(directory: Path, predictions: dict[str, list[dict]]) -> No
 def best_epochs(history: list[dict]) -> dict:
     """The authors' selection: per category, the evaluation with the highest average (first on ties)."""
     best = {}
-    for category, key in AVERAGES.items():
+    for name, category in CATEGORIES.items():
+        key = category.average
         scored = [h for h in history if key in h["metrics"]]
         if scored:
             top = max(scored, key=lambda h: h["metrics"][key])
-            best[category] = {"epoch": top["epoch"], "step": top["step"], key: top["metrics"][key]}
+            best[name] = {"epoch": top["epoch"], "step": top["step"], key: top["metrics"][key]}
     return best
+
+
+def category_of(key: str) -> str:
+    """The category a metric key belongs to: `copa/acc` -> classification, `avg/dialog_f1` -> dialog."""
+    for name, category in CATEGORIES.items():
+        if key == category.average:
+            return name
+    return TASKS[key.split("/")[0]].category.name
 
 
 def selected_metrics(results: dict) -> dict[str, dict]:
@@ -75,7 +70,7 @@ def metric_table(results: dict) -> str:
         if not history:
             lines.append(f"{key:<34}{metrics[key]:>10.4f}")
             continue
-        category = "dialog" if any(s in key for s in ("/f1", "/loss", "dialog")) else "classification"
+        category = category_of(key)
         chosen = best.get(category)
         value = selected[category][key] if chosen else float("nan")
         base = baseline.get(key, float("nan")) if baseline else float("nan")

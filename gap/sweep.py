@@ -4,7 +4,6 @@ A job whose `results.json` says ok is skipped when the sweep runs again (`sweep.
 it); a failed job records its error and lets the grid go on; at the end `sweep.json` lists every job.
 """
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,22 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from gap.results import write_atomic
-
-log = logging.getLogger("gap")
+from gap.files import read_results, write_atomic
 
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def read_results(path: Path) -> dict | None:
-    """A `results.json` document, or None when it cannot be read (a job killed mid-write before atomic
-    writes, a hand-edited file)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def finished_results(out_dir: Path) -> dict | None:

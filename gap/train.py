@@ -3,73 +3,55 @@
 `python -m gap.train [overrides]`; `train(cfg)` is the whole run, `main` only hands it the Hydra config.
 """
 import logging
-import sys
 import time
-import warnings
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gap.baselines import load_baseline, store_baseline
-from gap.choices import hydra_entry
+from gap.cli import command
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
-from gap.data.evaluation import PROMPT_STYLES, EvalDataModule, load_eval_examples
+from gap.data.evaluation import EvalDataModule, load_eval_examples
 from gap.data.tasks import TASKS, check_task_names
-from gap.errors import ConfigError, DataError, GapError, fail
+from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import finish_loggers, make_loggers, summarize_run
-from gap.memory import check_memory, strategy_of
+from gap.memory.check import check_memory
+from gap.memory.plan import parameters_sharded, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
-from gap.modules.gap_module import SIGNS, GAPModule
+from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
-from gap.preemption import EXIT_CODE, is_preemption, raise_on_sigterm
+from gap.modules.progress import ConsoleProgress
+from gap.preemption import is_preemption
 from gap.results import ResultsWriter, metric_table, resources
+from gap.schema import validate_config
+from gap.scoring.evaluator import Scoring
 from gap.strategies import make_strategy
 from gap.sweep import finished_results, in_multirun
 
 log = logging.getLogger("gap")
-SPLITS = ("validation", "test")
-METHODS = (*SIGNS, "none")
-CATEGORY = {"classification": "classification", "dialogue": "dialog"}  # task kind -> selection category
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse invalid values before any data or model is read."""
-    def refuse(key, value, valid):
-        raise ConfigError(f"{key}={value!r} is not valid; {valid}")
-
-    if cfg.method.name not in METHODS:
-        refuse("method", cfg.method.name, f"valid: {', '.join(METHODS)}")
-    if cfg.eval.prompt_style not in PROMPT_STYLES:
-        refuse("eval.prompt_style", cfg.eval.prompt_style, f"valid: {', '.join(PROMPT_STYLES)}")
-    if cfg.eval.split not in SPLITS:
-        refuse("eval.split", cfg.eval.split, f"valid: {', '.join(SPLITS)}")
-    if cfg.eval.limit is not None and cfg.eval.limit <= 0:
-        refuse("eval.limit", cfg.eval.limit, "it must be a positive number of examples (or null for all)")
-    if cfg.eval.batch_size < 1:
-        refuse("eval.batch_size", cfg.eval.batch_size, "it must be at least 1")
-    if cfg.eval.max_batch_tokens is not None and cfg.eval.max_batch_tokens < 1:
-        refuse("eval.max_batch_tokens", cfg.eval.max_batch_tokens, "it must be positive (or null: no limit)")
+    validate_config(cfg)
     if cfg.eval.heldout and cfg.method.name != "none" and cfg.eval.limit is None:
-        refuse("eval.heldout", True, "it needs eval.limit: without a test split, a task's held-out examples are "
-               "the validation rows after the first eval.limit")
-    if cfg.method.name != "none" and not cfg.optim.lr > 0:
-        refuse("optim.lr", cfg.optim.lr, "the learning rate must be positive")
-    if not cfg.tasks.include:
-        refuse("tasks.include", list(cfg.tasks.include), "name at least one task")
+        raise ConfigError("eval.heldout=True is not valid without eval.limit: the held-out examples are the "
+                          "ones after the first eval.limit")
     check_task_names(cfg.tasks.include)
     check_model_config(cfg.model)
-    sharded = strategy_of(cfg.trainer.get("strategy"))[0]
-    if sharded.startswith("fsdp") or sharded == "deepspeed_stage_3":
+    strategy = strategy_of(cfg.trainer.get("strategy"))[0]
+    if parameters_sharded(strategy):
         for key in ("save_checkpoint", "eval.heldout"):
             if OmegaConf.select(cfg, key):
-                refuse(key, True, f"not supported yet with sharded parameters ({sharded}): set {key}=false")
+                raise ConfigError(f"{key}=True is not supported yet with sharded parameters ({strategy}): "
+                                  f"set {key}=false")
     if not Path(cfg.paths.data_dir).is_dir():
-        raise DataError(f"data folder not found: {cfg.paths.data_dir} "
-                        f"(set GAP_DATA_DIR or paths.data_dir to the folder holding tasks/ and corpora/)")
+        raise DataError(f"data folder not found: {cfg.paths.data_dir}; write it with `python -m gap.data fetch` "
+                        f"(needs network), or set GAP_DATA_DIR or paths.data_dir to a folder holding tasks/ "
+                        f"and corpora/")
     check_memory(cfg)
 
 
@@ -86,19 +68,26 @@ def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
     return examples, heldout, texts
 
 
+def scoring_of(cfg: DictConfig) -> Scoring:
+    return Scoring(max_length=cfg.model.max_length, max_new_tokens=cfg.eval.max_new_tokens,
+                   share_context=cfg.eval.share_context, harness=cfg.eval.prompt_style == "harness",
+                   max_batch_tokens=cfg.eval.max_batch_tokens)
+
+
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
     return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
                           cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style)
 
 
-def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str] | None = None) -> GAPModule:
-    return GAPModule(model, tokenizer, tasks or cfg.tasks.include, cfg.method.name, cfg.optim.lr, cfg.optim.betas,
-                     cfg.model.max_length, cfg.eval.max_new_tokens, share_context=cfg.eval.share_context,
-                     prompt_style=cfg.eval.prompt_style)
+def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
+    sharded = parameters_sharded(strategy_of(cfg.trainer.get("strategy"))[0])
+    return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
+                     split_batches=not sharded)
 
 
 def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:
-    return instantiate(cfg.trainer, strategy=make_strategy(cfg.trainer.get("strategy"), model), **kwargs)
+    return instantiate(cfg.trainer, strategy=make_strategy(cfg.trainer.get("strategy"), model),
+                       enable_progress_bar=False, **kwargs)
 
 
 class _WriteAfterEvaluation(L.Callback):
@@ -109,25 +98,27 @@ class _WriteAfterEvaluation(L.Callback):
         self.writer.write("running", pl_module.evaluations)
 
 
-def run_baseline(cfg: DictConfig, trainer, module: GAPModule, evaldata: EvalDataModule, loggers) -> None:
+def run_baseline(cfg: DictConfig, examples: dict, trainer, module: GAPModule, evaldata: EvalDataModule, loggers,
+                 progress: ConsoleProgress) -> None:
     """Evaluate the unchanged model, or reuse its cached evaluation (`gap.baselines`)."""
-    baseline = load_baseline(cfg)
+    baseline = load_baseline(cfg, examples)
     if baseline is None:
-        trainer.validate(module, dataloaders=evaldata.val_dataloader(), verbose=False)
+        trainer.validate(module, datamodule=evaldata, verbose=False)
         if rank_zero_only.rank == 0:
-            store_baseline(cfg, module.evaluations[-1])
+            store_baseline(cfg, examples, module.evaluations[-1])
         return
     log.info("baseline evaluation reused from %s", baseline["cached"])
     module.evaluations.append(baseline)
+    progress.show_evaluation(baseline)
     for logger in loggers:
         logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
 
 
-def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, tasks: list[str]) -> dict:
-    """One evaluation of `tasks` outside the run's history and loggers (the held-out evaluations)."""
-    module = make_module(cfg, model, tokenizer, tasks)
-    trainer = make_trainer(cfg, model, logger=False, callbacks=[], enable_progress_bar=False)
-    trainer.validate(module, dataloaders=data.val_dataloader(tasks), verbose=False)
+def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label: str = "eval") -> dict:
+    """One evaluation of `data`'s tasks outside the run's history and loggers (held-out evaluations)."""
+    module = make_module(cfg, model, tokenizer, data.tasks)
+    trainer = make_trainer(cfg, model, logger=False, callbacks=[ConsoleProgress(label)])
+    trainer.validate(module, datamodule=data, verbose=False)
     return module.evaluations[-1]
 
 
@@ -139,66 +130,86 @@ def save_checkpoint(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def run_heldout(cfg: DictConfig, model, tokenizer, data: EvalDataModule, keeper: KeepSelectedWeights,
+def heldout_data(cfg: DictConfig, examples: dict, tokenizer) -> dict[str, EvalDataModule]:
+    """The held-out examples as one data module per category (each category's selected weights differ)."""
+    by_category: dict[str, dict] = {}
+    for task, exs in examples.items():
+        by_category.setdefault(TASKS[task].category.name, {})[task] = exs
+    return {category: make_evaldata(cfg, exs, tokenizer) for category, exs in by_category.items()}
+
+
+def run_heldout(cfg: DictConfig, model, tokenizer, data: dict[str, EvalDataModule], keeper: KeepSelectedWeights,
                 baseline: dict) -> dict:
     """The selected weights of each category on its tasks' held-out examples, beside the baseline's."""
     selected = {"metrics": {}, "predictions": {}, "epochs": {}}
-    by_epoch: dict[int, list[str]] = {}
-    for category, (epoch, _) in keeper.weights.items():
-        by_epoch.setdefault(epoch, []).append(category)
+    for category, (epoch, weights) in keeper.weights.items():
         selected["epochs"][category] = epoch
-    for epoch, categories in by_epoch.items():
-        model.load_state_dict(keeper.weights[categories[0]][1])
+        model.load_state_dict(weights)
         if cfg.save_checkpoint:
-            for category in categories:
-                save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-        tasks = [t for t in data.tasks if CATEGORY[TASKS[t].kind] in categories]
-        evaluation = evaluate_once(cfg, model, tokenizer, data, tasks)
+            save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
+        evaluation = evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}")
         selected["metrics"] |= evaluation["metrics"]
         selected["predictions"] |= evaluation["predictions"]
     return {"baseline": baseline, "selected": selected}
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The config with interpolations resolved, or as written where one cannot resolve."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - a bad interpolation is reported by the checks that follow
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def train(cfg: DictConfig) -> dict:
-    """Run one job and return its `results.json` document (also written to `paths.output_dir`)."""
+    """Run one job and return its `results.json` document (also written to `paths.output_dir`). Whatever
+    ends the job, `results.json` says how (failed, preempted, diverged) with the evaluations so far."""
     started = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
     if in_multirun() and cfg.get("sweep", {}).get("skip_done") and (done := finished_results(out_dir)):
         print(f"skipped: {out_dir} finished ok before (sweep.skip_done=false runs it again)")
         return done
-    check_config(cfg)
-    examples, heldout, texts = read_inputs(cfg)
     if in_multirun():
         with open_dict(cfg):
             cfg.group = cfg.sweep.name
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved(cfg)
     writer = ResultsWriter(out_dir, config)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # the corpus samples are checked with the tokenizer before the model loads
-    tokenizer = kept_tokenizer(cfg.model) or load_tokenizer(cfg.model)
-    corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
-    tokenizer, model = load_pretrained(cfg.model, keep=in_multirun(), tokenizer=tokenizer)
-    evaldata = make_evaldata(cfg, examples, tokenizer)
-    module = make_module(cfg, model, tokenizer)
-    heldout_data = make_evaldata(cfg, heldout, tokenizer) if heldout else None
-    loggers = make_loggers(cfg.get("logger"), config)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    keeper = KeepSelectedWeights()
-    trainer = make_trainer(cfg, model, logger=loggers or False,
-                          callbacks=[*callbacks, _WriteAfterEvaluation(writer), *([keeper] if heldout_data else [])])
-    heldout_results, preempted = None, False
+    module, loggers, preempted = None, [], False
     try:
-        run_baseline(cfg, trainer, module, evaldata, loggers)
-        if heldout_data:
-            heldout_baseline = evaluate_once(cfg, model, tokenizer, heldout_data, heldout_data.tasks)
+        check_config(cfg)
+        examples, heldout, texts = read_inputs(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        # the corpus samples are checked with the tokenizer before the model loads
+        tokenizer = kept_tokenizer(cfg.model) or load_tokenizer(cfg.model)
+        corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
+        if corpus is not None:
+            corpus.setup("fit")
+        tokenizer, model = load_pretrained(cfg.model, keep=in_multirun(), tokenizer=tokenizer)
+        evaldata = make_evaldata(cfg, examples, tokenizer)
+        module = make_module(cfg, model, tokenizer, cfg.tasks.include)
+        held = heldout_data(cfg, heldout, tokenizer) if heldout else None
+        loggers = make_loggers(cfg.get("logger"), config)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        keeper, progress = KeepSelectedWeights(), ConsoleProgress()
+        trainer = make_trainer(cfg, model, logger=loggers or False,
+                               callbacks=[*callbacks, progress, _WriteAfterEvaluation(writer),
+                                          *([keeper] if held else [])])
+        heldout_results = None
+        run_baseline(cfg, examples, trainer, module, evaldata, loggers, progress)
+        if held:
+            heldout_baseline = {"metrics": {}, "predictions": {}}
+            for category, data in held.items():
+                part = evaluate_once(cfg, model, tokenizer, data, f"held-out {category}")
+                heldout_baseline["metrics"] |= part["metrics"]
+                heldout_baseline["predictions"] |= part["predictions"]
         if corpus is not None:
             module.train()  # as loaded, the model is in eval mode; dropout is off either way
             trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
                         val_dataloaders=evaldata.val_dataloader())
         if cfg.save_checkpoint:
             save_checkpoint(model, tokenizer, out_dir / "checkpoint")
-        if heldout_data and keeper.weights:
-            heldout_results = run_heldout(cfg, model, tokenizer, heldout_data, keeper, heldout_baseline)
+        if held and keeper.weights:
+            heldout_results = run_heldout(cfg, model, tokenizer, held, keeper, heldout_baseline)
             for name, part in heldout_results.items():
                 for logger in loggers:
                     logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})
@@ -207,11 +218,13 @@ def train(cfg: DictConfig) -> dict:
                                heldout=heldout_results, used=resources(started))
         summarize_run(loggers, results)
     except BaseException as err:
+        evaluations = module.evaluations if module is not None else []
         preempted = is_preemption(err)
         if preempted:
-            writer.write("preempted", module.evaluations, error="SIGTERM: stopped before the end")
+            writer.write("preempted", evaluations, error="SIGTERM: stopped before the end")
         else:
-            writer.write("failed", module.evaluations, error=f"{type(err).__name__}: {err}")
+            error = str(err) if isinstance(err, GapError) else f"{type(err).__name__}: {err}"
+            writer.write("failed", evaluations, error=error)
         raise
     finally:
         finish_loggers(loggers, preempted)
@@ -224,39 +237,7 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
-def run_cli(job, cfg: DictConfig) -> None:
-    """Run a job; a `GapError` becomes one `error:` line and exit code 2 (bad input) or 1, with a failed
-    `results.json` left in the run directory. In a sweep, a failed job (any error) is recorded and the
-    grid goes on. SIGTERM ends the job, and a sweep, with exit code 143 (`gap.preemption`)."""
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    try:
-        with raise_on_sigterm():
-            job(cfg)
-    except GapError as err:
-        try:
-            ResultsWriter(Path(cfg.paths.output_dir), OmegaConf.to_container(cfg, resolve=False)).write(
-                "failed", [], error=str(err))
-        finally:
-            if not in_multirun():
-                fail(err)
-            print(f"error: {err}", file=sys.stderr)
-    except BaseException as err:  # train() has already written its results.json
-        if is_preemption(err):
-            print(f"preempted: results so far in {cfg.paths.output_dir}; run it again to redo the job",
-                  file=sys.stderr)
-            sys.exit(EXIT_CODE)
-        if not in_multirun() or not isinstance(err, Exception):
-            raise
-        log.exception("job failed: %s", cfg.paths.output_dir)
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def hydra_main(cfg: DictConfig) -> None:
-    run_cli(train, cfg)
-
-
-main = hydra_entry(hydra_main)
+main = command("train", train)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
-"""Shared fixtures: the data folder, the tiny in-process model, and Hydra config composition."""
-import os
+"""Shared fixtures: the data folder and the tiny in-process model (helpers: `tests/helpers.py`)."""
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-DATA_DIR = Path(os.environ.get("GAP_DATA_DIR", ROOT.parent / "shared" / "data"))
+from tests.helpers import CONF, DATA_DIR
 
 
 @pytest.fixture(scope="session")
@@ -16,18 +12,6 @@ def data_dir() -> Path:
     if not (DATA_DIR / "tasks").is_dir():
         pytest.fail(f"evaluation data not found at {DATA_DIR}; set GAP_DATA_DIR")
     return DATA_DIR
-
-
-def compose_cfg(config_name: str = "train", overrides=()):
-    """Compose a config as the CLI would (without running Hydra's job machinery)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-
-
-def embedded_gguf() -> Path:
-    """The embedded model's GGUF file, where `make model` puts it (`GAP_CACHE_DIR` honoured)."""
-    model = compose_cfg("train").model
-    return Path(model.path) / model.gguf_file
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def test_steps_move_the_sample_loss(tiny, fresh_tiny_model, data_dir, method, di
     tok, model = tiny[1], fresh_tiny_model
     texts = select_samples(read_corpus(data_dir / "corpora" / "github.jsonl"), 3, 1, "github")
     corpus = CorpusDataModule(texts, tok, max_length=128)
-    batch = {k: v.unsqueeze(0) for k, v in corpus.items[0].items()}
+    batch = next(iter(corpus.train_dataloader()))
     before = sample_nll(model, batch)
     module = GAPModule(model, tok, ["copa"], method, lr=1e-3)
     trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
@@ -43,18 +43,26 @@ def test_dropout_is_disabled(tiny):
     assert all(v == 0.0 for k, v in model.config.to_dict().items() if "dropout" in k and isinstance(v, float))
 
 
-def test_labels_are_the_input_ids_with_pads_ignored(tiny):
+def corpus_item(texts, tok, max_length):
+    corpus = CorpusDataModule(texts, tok, max_length=max_length)
+    corpus.setup("fit")
+    return corpus.items[0]
+
+
+def test_labels_are_every_input_id_even_an_eos_that_pads(tiny):
+    """The tokenizer pads with EOS; a real EOS inside the sample is still a label (a batch of one has no
+    padding to mask)."""
     _, tok = tiny
-    text = "abc" + tok.pad_token + "de"
-    item = CorpusDataModule([text], tok, max_length=64).items[0]
+    assert tok.pad_token_id == tok.eos_token_id
+    item = corpus_item(["abc" + tok.eos_token + "de"], tok, 64)
     ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
-    assert labels == [-100 if t == tok.pad_token_id else t for t in ids]
-    assert -100 in labels
+    assert labels == ids and tok.eos_token_id in labels
 
 
 def test_long_samples_keep_their_end(tiny):
     _, tok = tiny
-    item = CorpusDataModule(["x" * 50 + "END"], tok, max_length=10).items[0]
+    tok.truncation_side = "right"  # whatever the tokenizer's own default, the corpus keeps the end
+    item = corpus_item(["x" * 50 + "END"], tok, 10)
     assert tok.decode(item["input_ids"]).endswith("END") and len(item["input_ids"]) == 10
 
 

@@ -1,34 +1,13 @@
 """The command line as a user drives it: `python -m gap.train` / `gap.eval` in subprocesses."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from omegaconf import open_dict
 
+from gap.cli import run_cli
 from gap.data.tasks import CLASSIFICATION, DIALOGUE, TASKS
-from gap.train import run_cli, train
-from tests.conftest import DATA_DIR, ROOT, compose_cfg, embedded_gguf
-
-
-def start(module, *overrides, tmp_path, env=None, baseline_dir=None) -> subprocess.Popen:
-    """Start `python -m <module>` into `tmp_path`, with a baseline cache of its own unless one is given."""
-    env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR), **(env or {})}
-    baselines = baseline_dir or tmp_path / "baselines"
-    return subprocess.Popen([sys.executable, "-m", module, f"hydra.run.dir={tmp_path}",
-                             f"paths.baseline_dir={baselines}", *overrides],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen, timeout=600) -> subprocess.CompletedProcess:
-    stdout, stderr = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def gap(module, *overrides, tmp_path, env=None, timeout=600, baseline_dir=None) -> subprocess.CompletedProcess:
-    """Run `python -m <module>` to the end (see `start`)."""
-    return finish(start(module, *overrides, tmp_path=tmp_path, env=env, baseline_dir=baseline_dir), timeout)
+from gap.train import train
+from tests.helpers import compose_cfg, embedded_gguf, finish, gap, start
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +116,9 @@ def bad_input_cases(tmp_path, data_dir):
         (["corpus.num_samples=100000"], "is out of range"),
         (["tasks.include=[copa,sqad]"], "unknown task 'sqad'"),
         (["corpus.index=1000"], "corpus.index=1000 is out of range"),
-        ([f"paths.data_dir={tmp_path}/nowhere"], "data folder not found"),
+        ([f"paths.data_dir={tmp_path}/nowhere"], "write it with `python -m gap.data fetch`"),
+        (["seed=abc"], "seed='abc' is not valid: input should be a valid integer"),
+        (["eval.max_new_tokens=0"], "eval.max_new_tokens=0 is not valid"),
         ([f"paths.data_dir={broken}", "tasks.include=[copa]"], "validation.jsonl:1: malformed JSON"),
     ]
 
@@ -159,7 +140,9 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir, monkeyp
         assert exited.value.code == 2, (overrides, stderr[-2000:])
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, (overrides, last)
-        assert json.loads((out / "results.json").read_text())["status"] == "failed"
+        results = json.loads((out / "results.json").read_text())
+        assert results["status"] == "failed" and results["error"] in last
+        assert "${" not in json.dumps(results["config"])  # the run's resolved config, not overwritten
         assert not (out / "predictions").exists()
 
 

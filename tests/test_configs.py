@@ -2,8 +2,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from gap.data.tasks import TASKS
-from tests.conftest import CONF, compose_cfg
+from gap.data.tasks import DIALOGUE, TASKS
+from tests.helpers import CONF, compose_cfg
 
 GROUPS = ["model", "corpus", "tasks", "method", "trainer", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -72,11 +72,11 @@ def test_data_dir_follows_the_environment(monkeypatch):
 def test_eval_config_is_train_with_method_none():
     cfg = resolved(compose_cfg("eval", ["model=opt-350m", "tasks=dialogue"]))
     assert cfg["method"]["name"] == "none" and cfg["model"]["path"] == "facebook/opt-350m"
-    assert cfg["tasks"]["include"] == [t for t, spec in TASKS.items() if spec.kind == "dialogue"]
+    assert cfg["tasks"]["include"] == DIALOGUE
 
 
 def test_config_entries_are_checked_before_hydra_composes():
-    from gap.choices import check_choices
+    from gap.cli import check_config_entries as check_choices
     from gap.errors import ConfigError
 
     check_choices(["trainer=ddp", "model=tiny-random", "hydra/launcher=submitit_local", "model=glob(*)",
@@ -93,12 +93,43 @@ def test_heldout_without_a_limit_is_refused(data_dir):
     from gap.train import check_config
 
     # without a limit, a task with no test split would take its held-out rows from the validation rows
-    with pytest.raises(ConfigError, match="eval.heldout=True is not valid; it needs eval.limit"):
+    with pytest.raises(ConfigError, match="eval.heldout=True is not valid without eval.limit"):
         check_config(compose_cfg("train", ["model=tiny-random", "eval.heldout=true", "eval.limit=null"]))
 
 
-def test_the_baseline_cache_keeps_precisions_apart():
-    from gap.baselines import baseline_path
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed='abc' is not valid: input should be a valid integer"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not valid: input should be a valid integer"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 is not valid: input should be greater than 0"),
+    ("optim.betas=[1.5,0.9]", "optim.betas[0]=1.5 is not valid: input should be less than 1"),
+    ("eval.max_new_tokens=0", "eval.max_new_tokens=0 is not valid: input should be greater than 0"),
+    ("eval.share_context=maybe", "eval.share_context='maybe' is not valid: input should be a valid boolean"),
+    ("eval.split=train", "eval.split='train' is not valid: input should be 'validation' or 'test'"),
+    ("corpus.index=-1", "corpus.index=-1 is not valid: input should be greater than or equal to 0"),
+    ("model.max_length=1", "model.max_length=1 is not valid: input should be greater than or equal to 2"),
+])
+def test_a_value_of_the_wrong_type_or_range_is_refused_naming_key_value_and_what_is_valid(override, message):
+    from gap.errors import ConfigError
+    from gap.schema import validate_config
 
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_cfg("train", ["model=tiny-random", override]))
+    assert str(err.value) == message
+    validate_config(compose_cfg("train", ["model=tiny-random"]))  # the defaults are valid
+
+
+def test_the_baseline_cache_keys_precision_accelerator_and_the_examples_themselves(data_dir):
+    from dataclasses import replace
+
+    from gap.baselines import baseline_path
+    from gap.data.evaluation import load_eval_examples
+
+    examples = load_eval_examples(data_dir, ["copa"], "validation", 3)
     fp32, bf16 = (compose_cfg("train", [f"trainer.precision={p}"]) for p in ("32-true", "bf16-mixed"))
-    assert baseline_path(fp32) != baseline_path(bf16)
+    assert baseline_path(fp32, examples) != baseline_path(bf16, examples)
+    edited = {"copa": [replace(examples["copa"][0], context="An edited premise."), *examples["copa"][1:]]}
+    assert baseline_path(fp32, examples) != baseline_path(fp32, edited)
+    cpu = compose_cfg("train", ["trainer.accelerator=cpu"])
+    gpu = compose_cfg("train", ["trainer.accelerator=gpu"])
+    assert baseline_path(cpu, examples) != baseline_path(gpu, examples)
+    assert baseline_path(cpu, examples) == baseline_path(compose_cfg("train", ["trainer.accelerator=cpu"]), examples)

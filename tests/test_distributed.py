@@ -1,7 +1,7 @@
 """Data-parallel runs: 2 processes on the CPU (gloo) give what 1 process gives."""
 import json
 
-from tests.test_cli import finish, start
+from tests.helpers import finish, start
 
 RUN = ["model=tiny-random", "logger=none", "eval.limit=5", "eval.batch_size=2", "trainer.max_epochs=2",
        "tasks.include=[copa,piqa,wizard_of_wikipedia]"]

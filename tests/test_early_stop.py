@@ -22,6 +22,14 @@ def test_early_drops_do_not_count_and_one_metric_improving_is_no_strike():
     assert run(history) is None
 
 
+def test_one_category_alone_strikes_on_its_own_average():
+    """`tasks=classification` (or a single task) evaluates one category: its average alone decides."""
+    stop = AuthorsEarlyStop(first_epoch=5, patience=2)
+    accs = [0.40, 0.41, 0.42, 0.43, 0.44, 0.30, 0.45, 0.20]  # strikes at epochs 5 and 7
+    stopped = [e for e, a in enumerate(accs) if stop.update(e, {"avg/classification_acc": a, "copa/acc": a})]
+    assert stopped == [7] and stop.strikes == 2
+
+
 def test_best_epoch_per_category_first_on_ties():
     history = [{"epoch": e, "step": e + 1, "metrics": {"avg/classification_acc": a, "avg/dialog_f1": f}}
                for e, (a, f) in enumerate([(0.5, 0.2), (0.6, 0.1), (0.6, 0.3)])]

@@ -6,8 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gap.modules.loading import load_model, load_tokenizer
-from tests.conftest import compose_cfg
-from tests.test_cli import gap
+from tests.helpers import compose_cfg, gap
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ import json
 import signal
 import time
 
-from tests.test_cli import finish, gap, start
+from tests.helpers import finish, gap, start
 
 
 def test_sigterm_keeps_the_evaluations_so_far_and_exits_143(tmp_path, data_dir):

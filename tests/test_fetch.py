@@ -2,8 +2,7 @@
 import subprocess
 import sys
 
-from tests.conftest import DATA_DIR, ROOT
-from tests.test_cli import gap
+from tests.helpers import DATA_DIR, ROOT, gap
 
 
 def test_authors_files_convert_to_the_shared_layout_byte_for_byte(tmp_path, data_dir):

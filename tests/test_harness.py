@@ -22,11 +22,11 @@ from gap.data.harness import (
 )
 from gap.data.tasks import CLASSIFICATION, Example, load_examples
 from gap.errors import DataError
-from gap.modules import gap_module
-from gap.modules.gap_module import GAPModule, task_metrics
-from tests.conftest import compose_cfg
-from tests.test_cli import gap
-from tests.test_tasks import arc_row, write_task
+from gap.modules.gap_module import GAPModule
+from gap.scoring import evaluator
+from gap.scoring.evaluator import Scoring, classify
+from gap.scoring.metrics import task_metrics
+from tests.helpers import arc_row, compose_cfg, gap, write_task
 
 torch.set_num_threads(1)
 
@@ -202,18 +202,18 @@ def test_acc_norm_by_hand(monkeypatch):
     """acc: argmax of the summed log-likelihoods; acc_norm: divided by the characters of each choice."""
     seen = {}
 
-    def fake_choice_logprobs(model, reqs, pad_id, max_length, share_context=True):
+    def fake_choice_logprobs(model, reqs, pad_id, max_length, share_context=True, max_tokens=None):
         seen.update(requests=reqs, max_length=max_length)
         table = {(1, 2): [-1.0, -2.0], (1, 3): [-4.2], (7, 5): [-2.0], (8, 5): [-3.3]}
         return [[table[(ctx[0], cont[0])] for cont in conts] for ctx, conts in reqs]
 
-    monkeypatch.setattr(gap_module, "choice_logprobs", fake_choice_logprobs)
-    module = GAPModule(torch.nn.Linear(1, 1), WordTokenizer(), ["piqa", "winogrande"], "none", lr=0.0,
-                       max_length=512, prompt_style="harness")
+    monkeypatch.setattr(evaluator, "choice_logprobs", fake_choice_logprobs)
+    scoring = Scoring(max_length=512, harness=True)
     piqa = HarnessExample(3, [("Q", " ab"), ("Q", " abcdef")], ["ab", "abcdef"], label=1)
     wino = HarnessExample(4, [("It x", " r"), ("It yyyyyy", " r")], ["It x", "It yyyyyy"], label=1)
-    records = module._classify([EvalItem("piqa", piqa, [1], [[2], [3]])])
-    records += module._classify([EvalItem("winogrande", wino, [7], [[5], [5]], contexts=[[7], [8]])])
+    records = classify(None, WordTokenizer(), [EvalItem("piqa", piqa, [1], [[2], [3]])], scoring)
+    records += classify(None, WordTokenizer(), [EvalItem("winogrande", wino, [7], [[5], [5]], contexts=[[7], [8]])],
+                        scoring)
     # piqa: lls -3.0, -4.2 -> acc picks 0; per character -1.5, -0.7 -> acc_norm picks 1
     # winogrande: lls -2.0, -3.3 -> 0; per character of the contexts -0.5, -0.367 -> 1
     assert [(r["index"], r["pred"], r["pred_norm"]) for r in records] == [(3, 0, 1), (4, 0, 1)]
@@ -245,12 +245,13 @@ def test_harness_style_rereads_classification_and_keeps_dialogue(tmp_path, tiny)
     assert [e.index for e in load_eval_examples(tmp_path, tasks, "validation", None)["arc_easy"]] == [1]
     examples = load_eval_examples(tmp_path, tasks, "validation", None, "harness")
     data = EvalDataModule(examples, tok, 512, 4, prompt_style="harness")
+    data.setup()
     arc = [it.example for it in data.items["arc_easy"]]
     assert [e.index for e in arc] == [0, 1] and all(isinstance(e, HarnessExample) for e in arc)
     assert [it.example for it in data.items["wizard_of_wikipedia"]] == load_examples(
         tmp_path, "wizard_of_wikipedia", "validation", None)
     with pytest.raises(ValueError, match="prompt_style"):
-        EvalDataModule(examples, tok, 512, 4, prompt_style="fancy")
+        EvalDataModule(examples, tok, 512, 4, prompt_style="fancy").setup()
 
 
 def _validate(model, tok, data_dir, tasks, max_length, batch_size, share_context=True, limit=4):
@@ -258,10 +259,10 @@ def _validate(model, tok, data_dir, tasks, max_length, batch_size, share_context
 
     data = EvalDataModule(load_eval_examples(data_dir, tasks, "validation", limit, "harness"), tok, max_length,
                           batch_size, prompt_style="harness")
-    module = GAPModule(model, tok, tasks, "none", lr=0.0, max_length=max_length, share_context=share_context,
-                       prompt_style="harness")
+    module = GAPModule(model, tok, tasks, "none", lr=0.0,
+                       scoring=Scoring(max_length=max_length, share_context=share_context, harness=True))
     L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False,
-              enable_model_summary=False).validate(module, dataloaders=data.val_dataloader(), verbose=False)
+              enable_model_summary=False).validate(module, datamodule=data, verbose=False)
     return data, module.evaluations[-1]
 
 

@@ -5,10 +5,14 @@ import torch
 from omegaconf import OmegaConf
 from transformers import OPTConfig, OPTForCausalLM
 
-from gap import memory
 from gap.errors import ConfigError, exit_code
-from gap.memory import GB, Arch, Plan, estimate, model_arch, total
-from tests.conftest import CONF, compose_cfg, embedded_gguf
+from gap.memory import __main__ as table_command
+from gap.memory.arch import Arch, gguf_arch, model_arch
+from gap.memory.check import check_memory
+from gap.memory.estimate import GB, Plan, estimate, total
+from gap.memory.hardware import capacity
+from gap.memory.plan import device_indices, plan_of, strategy_of
+from tests.helpers import CONF, compose_cfg, embedded_gguf
 
 ARCH = Arch(params=10**9, layers=10, hidden=1000, vocab=1000, kv_dim=1000)
 
@@ -32,7 +36,7 @@ def test_gguf_header_counts_smollm2():
     path = embedded_gguf()
     if not path.is_file():
         pytest.skip("the embedded model is not here (`make model`)")
-    arch = memory.gguf_arch(path)
+    arch = gguf_arch(path)
     assert arch == Arch(params=134_515_008, layers=30, hidden=576, vocab=49152, kv_dim=192)  # 3 KV heads x 64
 
 
@@ -50,7 +54,7 @@ def test_model_summaries_are_plausible(name):
 def test_unknown_architecture_lets_the_run_go(caplog):
     cfg = compose_cfg("train", ["model=opt-350m", "model.path=nobody/not-a-model", "~model.arch"])
     with caplog.at_level("INFO", logger="gap"):
-        assert memory.check_memory(cfg) is None
+        assert check_memory(cfg) is None
     assert "memory preflight skipped: unknown parameter count" in caplog.text
 
 
@@ -100,62 +104,62 @@ def test_activations_and_evaluation_by_hand():
     ({"_target_": "lightning.pytorch.strategies.DeepSpeedStrategy", "stage": 3}, ("deepspeed_stage_3", False)),
 ])
 def test_strategy_of(strategy, expected):
-    assert memory.strategy_of(OmegaConf.create({"s": strategy}).s) == expected
+    assert strategy_of(OmegaConf.create({"s": strategy}).s) == expected
 
 
 @pytest.mark.parametrize("devices, indices", [(1, [0]), (2, [0, 1]), (-1, [0, 1, 2, 3]), ("auto", [0, 1, 2, 3]),
                                               ("2", [0, 1]), ("1,3", [1, 3]), ([2], [2])])
 def test_device_indices(devices, indices):
-    assert memory.device_indices(devices, visible=4) == indices
+    assert device_indices(devices, visible=4) == indices
 
 
 def test_plan_reads_the_config():
-    plan = memory.plan_of(compose_cfg("eval", ["model=opt-1.3b", "trainer.devices=2", "+trainer.num_nodes=2",
+    plan = plan_of(compose_cfg("eval", ["model=opt-1.3b", "trainer.devices=2", "+trainer.num_nodes=2",
                                                 "trainer.precision=bf16", "eval.max_batch_tokens=1000"]))
     assert plan == Plan(precision="bf16-mixed", world=4, train=False, eval_tokens=1000)
-    huge = memory.plan_of(compose_cfg("train", ["model=opt-1.3b", "eval.max_batch_tokens=null"]))
+    huge = plan_of(compose_cfg("train", ["model=opt-1.3b", "eval.max_batch_tokens=null"]))
     assert huge.eval_tokens == 64 * (512 + 32)  # full batches of full-length items
 
 
 def test_opt_6_7b_fp32_is_refused_on_one_80gb_gpu(monkeypatch):
-    monkeypatch.setattr(memory, "capacity", lambda trainer: (80 * GB, "cuda:0", 8))
+    monkeypatch.setattr("gap.memory.check.capacity", lambda trainer: (80 * GB, "cuda:0", 8))
     cfg = compose_cfg("train", ["model=opt-6.7b", "trainer.accelerator=gpu"])
     with pytest.raises(ConfigError) as err:
-        memory.check_memory(cfg)
+        check_memory(cfg)
     message = str(err.value)
     assert exit_code(err.value) == 2 and "\n" not in message
     assert "opt-6.7b (6.66B parameters" in message and "optimizer 53.3" in message  # 8 bytes x 6.66B
     assert "would fit: model.dtype=bfloat16 trainer.precision=bf16-true eval.max_batch_tokens=4096 (~" in message
     assert "; trainer=fsdp trainer.devices=8 (~" in message
     # as advised, it fits
-    monkeypatch.setattr(memory, "capacity", lambda trainer: (80 * GB, "cuda:0", 1))
-    parts = memory.check_memory(compose_cfg("train", ["model=opt-6.7b", "model.dtype=bfloat16",
+    monkeypatch.setattr("gap.memory.check.capacity", lambda trainer: (80 * GB, "cuda:0", 1))
+    parts = check_memory(compose_cfg("train", ["model=opt-6.7b", "model.dtype=bfloat16",
                                                       "trainer.precision=bf16-true", "eval.max_batch_tokens=4096"]))
     assert total(parts) < 80 * GB
 
 
 def test_a_smaller_eval_batch_is_offered(monkeypatch):
     cfg = compose_cfg("eval", ["model=opt-1.3b", "model.dtype=bfloat16", "trainer.precision=bf16-true"])
-    need = total(estimate(model_arch(cfg.model), memory.plan_of(cfg)))
-    monkeypatch.setattr(memory, "capacity", lambda trainer: (need - 1 * GB, "cuda:0", 1))
+    need = total(estimate(model_arch(cfg.model), plan_of(cfg)))
+    monkeypatch.setattr("gap.memory.check.capacity", lambda trainer: (need - 1 * GB, "cuda:0", 1))
     with pytest.raises(ConfigError, match=r"would fit: eval\.max_batch_tokens=4096 \(~"):
-        memory.check_memory(cfg)
+        check_memory(cfg)
 
 
 def test_tiny_random_fits_here():
     cfg = compose_cfg("train", ["model=tiny-random", "trainer.accelerator=cpu"])
-    parts = memory.check_memory(cfg)
-    assert parts is not None and total(parts) <= memory.capacity(cfg.trainer)[0]
+    parts = check_memory(cfg)
+    assert parts is not None and total(parts) <= capacity(cfg.trainer)[0]
 
 
 def test_other_ranks_do_not_check(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setattr(memory, "capacity", lambda trainer: (1, "cuda:1", 8))
-    assert memory.check_memory(compose_cfg("train", ["model=opt-6.7b"])) is None
+    monkeypatch.setattr("gap.memory.check.capacity", lambda trainer: (1, "cuda:1", 8))
+    assert check_memory(compose_cfg("train", ["model=opt-6.7b"])) is None
 
 
 def test_cli_prints_the_table(capsys):
-    memory.main(["opt-350m", "opt-6.7b", "--gpus", "1", "8", "--gb", "80"])
+    table_command.main(["opt-350m", "opt-6.7b", "--gpus", "1", "8", "--gb", "80"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "| model | params | setup | 1 x 80 GB | 8 x 80 GB |" and len(lines) == 2 + 2 * 3
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in lines[2:]}
@@ -170,4 +174,4 @@ def test_cuda_capacity_reads_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((70, 60)[i] * GB, 80 * GB))
     trainer = OmegaConf.create({"accelerator": "gpu", "devices": 2})
-    assert memory.capacity(trainer) == (60 * GB, "cuda:0,1", 2)  # the fuller GPU bounds every rank
+    assert capacity(trainer) == (60 * GB, "cuda:0,1", 2)  # the fuller GPU bounds every rank

@@ -20,7 +20,7 @@ from gap.report.stats import mcnemar_exact, paired_bootstrap, wilson
 from gap.report.tables import summary_rows, task_rows
 from gap.report.wandb_runs import load_wandb
 from gap.results import best_epochs
-from tests.conftest import DATA_DIR, ROOT
+from tests.helpers import DATA_DIR, ROOT
 
 PAPER = DATA_DIR / "raw" / "gap" / "full_results"
 BASELINES = {"opt-350m": (0.40, 0.10), "opt-1.3b": (0.50, 0.12)}  # (classification acc, dialogue F1)

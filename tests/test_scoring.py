@@ -5,7 +5,9 @@ import torch
 from gap.data.evaluation import EvalDataModule, tokenize_example
 from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
-from gap.scoring.batching import left_pad, length_sorted_batches
+from gap.ordering import length_sorted_batches
+from gap.scoring.batching import left_pad
+from gap.scoring.evaluator import Scoring
 from gap.scoring.generation import generate_from, greedy_generate
 from gap.scoring.loglikelihood import (
     FILL,
@@ -118,10 +120,11 @@ def _validate(model, tok, examples, batch_size, share_context=True, max_tokens=N
     import lightning as L
 
     data = EvalDataModule(examples, tok, 512, batch_size, max_tokens, max_new_tokens=6)
-    module = GAPModule(model, tok, list(examples), "none", lr=0.0, max_new_tokens=6, share_context=share_context)
+    module = GAPModule(model, tok, list(examples), "none", lr=0.0,
+                       scoring=Scoring(max_new_tokens=6, share_context=share_context, max_batch_tokens=max_tokens))
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, inference_mode=False,
                         enable_model_summary=False)
-    trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    trainer.validate(module, datamodule=data, verbose=False)
     return module.evaluations[-1]
 
 
@@ -278,3 +281,26 @@ def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_fr
     assert scoring["tokens"] == counter.totals()["tokens"] - 1 == 9 + 3
     assert generation["tokens"] == 1 and generation["positions"] == 1 and generation["seconds"] > 0
     assert abs(generation["flops"] - per_token - attention * 4) < 1
+
+
+def test_requests_scored_one_by_one_keep_to_the_token_budget(tiny, data_dir):
+    """Questions too long to share their context are scored choice by choice in passes of at most
+    `max_tokens` padded tokens (a pair longer than the budget alone), with the scores of one pass."""
+    from gap.scoring.loglikelihood import choice_logprobs
+
+    model, tok = tiny
+    examples = load_examples(data_dir, "pubmed_qa", "validation", 6)
+    requests = [(tokenize_example("pubmed_qa", e, tok, 512).context, tokenize_example("pubmed_qa", e, tok, 512)
+                 .continuations) for e in examples]
+    passes = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: passes.append(kwargs["input_ids"].shape),
+                                       with_kwargs=True)
+    try:
+        budgeted = choice_logprobs(model, requests, tok.pad_token_id, 512, share_context=False, max_tokens=1024)
+    finally:
+        hook.remove()
+    widest = max(len(ctx) + max(len(c) for c in choices) for ctx, choices in requests)
+    assert len(passes) > 1 and all(rows * width <= max(1024, widest) for rows, width in passes)
+    whole = choice_logprobs(model, requests, tok.pad_token_id, 512, share_context=False)
+    for a, b in zip(budgeted, whole):
+        assert [sum(s) for s in a] == pytest.approx([sum(s) for s in b], abs=1e-4)

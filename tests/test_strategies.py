@@ -3,7 +3,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from gap.strategies import make_strategy, transformer_blocks
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def test_fsdp_wraps_each_transformer_block(tiny):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA_DIR, ROOT
-from tests.test_cli import gap
+from tests.helpers import DATA_DIR, ROOT, gap
 
 FAST = ["eval.limit=1", "model=tiny-random", "tasks=quick", "trainer.max_epochs=1"]  # sorted, as Hydra names dirs
 

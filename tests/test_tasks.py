@@ -1,5 +1,4 @@
 """Task formatting (gap.data.tasks) on hand-written fixture rows with the hub field names."""
-import json
 
 import pytest
 
@@ -14,25 +13,12 @@ from gap.data.tasks import (
     task_file,
 )
 from gap.errors import DataError
-
-
-def write_task(data_dir, task, rows, split="validation"):
-    """Write rows (dicts, or raw strings written verbatim as one line) to <data_dir>/tasks/<task>/<split>.jsonl."""
-    path = data_dir / "tasks" / task / f"{split}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
+from tests.helpers import arc_row, write_task
 
 
 def load(data_dir, task, rows, limit=None, **kw):
     write_task(data_dir, task, rows)
     return load_examples(data_dir, task, "validation", limit, **kw)
-
-
-def arc_row(question, texts, answer, labels=None):
-    labels = labels or list("ABCDE")[:len(texts)]
-    return {"id": question, "question": question, "choices": {"text": texts, "label": labels}, "answerKey": answer}
 
 
 # ---------------------------------------------------------------- registry
@@ -262,3 +248,35 @@ def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError) as err:
         load_examples(tmp_path, "hellaswag", "validation", None)
     assert str(tmp_path / "tasks" / "hellaswag" / "validation.jsonl") in str(err.value)
+
+
+@pytest.mark.parametrize("task, row", [
+    ("piqa", {"goal": "g", "sol1": "a", "sol2": "b", "label": -1}),  # a hidden test label
+    ("copa", {"premise": "p", "choice1": "a", "choice2": "b", "label": 2}),
+    ("hellaswag", {"ctx": "c", "endings": ["a", "b"], "label": 3}),
+    ("math_qa", {"Problem": "p", "options": "a ) 1 , b ) 2 , c ) 3", "correct": "e"}),
+])
+def test_a_label_outside_the_choices_is_refused_with_file_and_line(tmp_path, task, row):
+    path = write_task(tmp_path, task, [row])
+    with pytest.raises(DataError) as err:
+        load_examples(tmp_path, task, "validation", None)
+    assert f"{path}:1:" in str(err.value) and "is not one of its" in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_heldout_rows_never_overlap_the_selection_slice(tmp_path, split):
+    from gap.data.evaluation import load_eval_examples
+
+    rows = lambda tag: [{"premise": f"{tag}{i}", "choice1": "a", "choice2": "b", "label": 0}  # noqa: E731
+                        for i in range(6)]
+    write_task(tmp_path, "copa", rows("v"))
+    write_task(tmp_path, "copa", rows("t"), split="test")
+    write_task(tmp_path, "piqa", [{"goal": f"g{i}", "sol1": "a", "sol2": "b", "label": 1} for i in range(6)],
+               split=split)
+    for task in ("copa", "piqa"):
+        selection = load_eval_examples(tmp_path, [task], split, 2)[task]
+        heldout = load_eval_examples(tmp_path, [task], split, 2, heldout=True)[task]
+        assert len(heldout) == 2 and not {e.context for e in selection} & {e.context for e in heldout}
+    # selecting on validation, a task's test split is held out; selecting on test, the test rows after it
+    copa = [e.context for e in load_eval_examples(tmp_path, ["copa"], split, 2, heldout=True)["copa"]]
+    assert copa == (["t0", "t1"] if split == "validation" else ["t2", "t3"])

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gap.data.encoding import encode
 from gap.data.jsonl import read_jsonl
 from gap.errors import ConfigError, DataError
 
@@ -44,19 +45,25 @@ def select_samples(texts: list[str], index: int, num_samples: int, name: str) ->
 
 
 class CorpusDataModule(L.LightningDataModule):
-    """The chosen corpus samples, tokenised with left truncation; labels are the input ids."""
+    """The chosen corpus samples, one per batch: `setup` tokenises them with left truncation, and the
+    labels are the input ids, every token of them (a batch of one has no padding, so a real EOS that
+    doubles as the pad token is still learned from)."""
 
     def __init__(self, texts: list[str], tokenizer, max_length: int, first_index: int = 0):
         super().__init__()
-        self.items = []
-        for number, text in enumerate(texts, start=first_index):
-            ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+        self.texts, self.tokenizer, self.max_length, self.first_index = texts, tokenizer, max_length, first_index
+        self.items: list[dict] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.items:
+            return
+        for number, text in enumerate(self.texts, start=self.first_index):
+            ids = encode(self.tokenizer, text, self.max_length)
             if len(ids) < 2:
                 raise DataError(f"corpus sample {number} tokenizes to {len(ids)} token(s); "
                                 f"the ascent step needs at least 2")
-            input_ids = torch.tensor(ids)
-            labels = input_ids.masked_fill(input_ids == tokenizer.pad_token_id, -100)
-            self.items.append({"input_ids": input_ids, "labels": labels})
+            self.items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(ids)})
 
     def train_dataloader(self):
+        self.setup()
         return DataLoader(self.items, batch_size=1, shuffle=False)

@@ -5,9 +5,10 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from gap.data.encoding import encode
 from gap.data.harness import HarnessExample, encode_pair, load_harness_examples
 from gap.data.tasks import TASKS, Example, load_examples, task_file
-from gap.scoring.batching import length_sorted_batches
+from gap.ordering import length_sorted_batches
 
 PROMPT_STYLES = ("gap", "harness")
 
@@ -51,18 +52,16 @@ def tokenize_example(task: str, example, tokenizer, max_length: int, prompt_styl
     """
     if prompt_style not in PROMPT_STYLES:
         raise ValueError(f"prompt_style={prompt_style!r}; valid: {', '.join(PROMPT_STYLES)}")
-    if prompt_style == "harness" and TASKS[task].kind == "classification":
+    if prompt_style == "harness" and TASKS[task].scored:
         if not isinstance(example, HarnessExample):
             raise TypeError(f"prompt_style=harness needs {task!r} examples from gap.data.harness")
         return _tokenize_harness(task, example, tokenizer, max_length)
 
-    def encode(text, special=True):
-        return tokenizer(text, truncation=True, max_length=max_length, add_special_tokens=special)["input_ids"]
-
-    context = encode(example.context)
-    if TASKS[task].kind == "classification":
-        return EvalItem(task, example, context, [encode(c, special=False) for c in example.choices])
-    target = encode(example.target)
+    context = encode(tokenizer, example.context, max_length)
+    if TASKS[task].scored:
+        return EvalItem(task, example, context, [encode(tokenizer, c, max_length, special=False)
+                                                 for c in example.choices])
+    target = encode(tokenizer, example.target, max_length)
     return EvalItem(task, example, context, [target], tokenizer.decode(target, skip_special_tokens=True))
 
 
@@ -72,33 +71,51 @@ def load_eval_examples(data_dir: Path, tasks: list[str], split: str, limit: int 
     tasks as lm-evaluation-harness documents (it keeps rows the gap format drops, such as arc's 3- and
     5-choice questions); dialogue tasks always use the gap format.
 
-    `heldout`: instead, `limit` examples that the validation slice never saw: a task's test split where it
-    has one, else its validation examples after the first `limit`.
+    `heldout`: instead, `limit` examples that the selection slice (the first `limit` of `split`) never saw:
+    selecting on validation, a task's test split where it has one; otherwise the examples of `split` after
+    the first `limit`.
     """
     def load(task):
-        harness = prompt_style == "harness" and TASKS[task].kind == "classification"
+        harness = prompt_style == "harness" and TASKS[task].scored
         where, start = split, 0
         if heldout:
-            where, start = ("test", 0) if task_file(data_dir, task, "test").is_file() else ("validation", limit)
+            test_apart = split == "validation" and task_file(data_dir, task, "test").is_file()
+            where, start = ("test", 0) if test_apart else (split, limit)
         return (load_harness_examples if harness else load_examples)(data_dir, task, where, limit, start)
     return {task: load(task) for task in tasks}
 
 
 class EvalDataModule(L.LightningDataModule):
-    """The evaluation tasks, in the order given; examples are tokenised once."""
+    """The evaluation tasks, in the order given: `setup` tokenises every example once and groups each
+    task's examples into length-sorted batches; `val_dataloader` gives one dataloader per task."""
 
     def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
                  max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap"):
         super().__init__()
+        self.examples, self.tokenizer, self.prompt_style = examples, tokenizer, prompt_style
+        self.max_length, self.batch_size = max_length, batch_size
+        self.max_batch_tokens, self.max_new_tokens = max_batch_tokens, max_new_tokens
         self.tasks = list(examples)
-        self.items = {task: [tokenize_example(task, ex, tokenizer, max_length, prompt_style) for ex in exs]
-                      for task, exs in examples.items()}
-        self.batches = {task: length_sorted_batches([it.cost(max_new_tokens) for it in items], batch_size,
-                                                    max_batch_tokens,
-                                                    fill=0.5 if TASKS[task].kind == "classification" else None)
-                        for task, items in self.items.items()}
+        self.items: dict[str, list[EvalItem]] = {}
+        self.batches: dict[str, list[list[int]]] = {}
 
-    def val_dataloader(self, tasks: list[str] | None = None):
-        """One dataloader per task, in `self.tasks` order (or that of `tasks`, a subset)."""
-        return [DataLoader(self.items[task], batch_sampler=self.batches[task], collate_fn=list)
-                for task in tasks or self.tasks]
+    def setup(self, stage: str | None = None) -> None:
+        if self.items:
+            return
+        for task, examples in self.examples.items():
+            items = [tokenize_example(task, ex, self.tokenizer, self.max_length, self.prompt_style) for ex in examples]
+            self.items[task] = items
+            # classification batches close at half their widest; generation keeps rows together (each
+            # extra batch costs a full run of decoding steps)
+            self.batches[task] = length_sorted_batches([it.cost(self.max_new_tokens) for it in items],
+                                                       self.batch_size, self.max_batch_tokens,
+                                                       fill=0.5 if TASKS[task].scored else None)
+
+    def item_batches(self) -> dict[str, list[list[EvalItem]]]:
+        """Each task's batches of items, as the dataloaders give them (for evaluating without a Trainer)."""
+        self.setup()
+        return {task: [[self.items[task][i] for i in batch] for batch in self.batches[task]] for task in self.tasks}
+
+    def val_dataloader(self):
+        self.setup()
+        return [DataLoader(self.items[task], batch_sampler=self.batches[task], collate_fn=list) for task in self.tasks]

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from gap.data.tasks import DIALOGUE
 from gap.errors import ConfigError
-from gap.results import write_atomic
+from gap.files import write_atomic
 
 HUB_TASKS = {  # ours: (hub dataset, config, our split -> hub split), as lm-evaluation-harness 0.4 reads them
     "piqa": ("baber/piqa", None, {"validation": "validation"}),

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gap.data.jsonl import iter_jsonl
+from gap.data.text import normalize_reply
 from gap.errors import DataError
-from gap.scoring.text import normalize_reply
 
 
 @dataclass
@@ -79,27 +79,54 @@ def _dialogue(row):
 
 
 @dataclass(frozen=True)
+class Category:
+    """Tasks scored alike, averaged together and selected together (the authors' two categories).
+    `name` is the word results use (`best.<name>`, `selected/<name>/...`); each task reports `metric`,
+    and their mean is `average`."""
+    name: str
+    metric: str
+
+    @property
+    def average(self) -> str:
+        return f"avg/{self.name}_{self.metric}"
+
+    @property
+    def tasks(self) -> list[str]:
+        return [n for n, t in TASKS.items() if t.category == self]
+
+
+CLASSIFICATION_CATEGORY = Category("classification", "acc")  # choices scored by log-likelihood; accuracy
+DIALOG_CATEGORY = Category("dialog", "f1")                   # greedy replies; unigram F1
+CATEGORIES = {c.name: c for c in (CLASSIFICATION_CATEGORY, DIALOG_CATEGORY)}
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
-    kind: str                       # "classification" | "dialogue"
+    category: Category
     fields: tuple[str, ...]         # required in every row
     make: Callable[[dict], Example | None]
 
+    @property
+    def scored(self) -> bool:
+        """Whether examples are choices to score (classification) rather than replies to generate."""
+        return self.category == CLASSIFICATION_CATEGORY
+
 
 TASKS = {t.name: t for t in [
-    Task("piqa", "classification", ("goal", "sol1", "sol2", "label"), _piqa),
-    Task("hellaswag", "classification", ("ctx", "endings", "label"), _hellaswag),
-    Task("arc_easy", "classification", ("question", "choices", "answerKey"), _arc),
-    Task("arc_challenge", "classification", ("question", "choices", "answerKey"), _arc),
-    Task("copa", "classification", ("premise", "choice1", "choice2", "label"), _copa),
-    Task("winogrande", "classification", ("sentence", "option1", "option2", "answer"), _winogrande),
-    Task("math_qa", "classification", ("Problem", "options", "correct"), _math_qa),
-    Task("pubmed_qa", "classification", ("question", "abstract", "final_decision"), _pubmed_qa),
-    *[Task(name, "dialogue", ("turns",), _dialogue) for name in
+    Task("piqa", CLASSIFICATION_CATEGORY, ("goal", "sol1", "sol2", "label"), _piqa),
+    Task("hellaswag", CLASSIFICATION_CATEGORY, ("ctx", "endings", "label"), _hellaswag),
+    Task("arc_easy", CLASSIFICATION_CATEGORY, ("question", "choices", "answerKey"), _arc),
+    Task("arc_challenge", CLASSIFICATION_CATEGORY, ("question", "choices", "answerKey"), _arc),
+    Task("copa", CLASSIFICATION_CATEGORY, ("premise", "choice1", "choice2", "label"), _copa),
+    Task("winogrande", CLASSIFICATION_CATEGORY, ("sentence", "option1", "option2", "answer"), _winogrande),
+    Task("math_qa", CLASSIFICATION_CATEGORY, ("Problem", "options", "correct"), _math_qa),
+    Task("pubmed_qa", CLASSIFICATION_CATEGORY, ("question", "abstract", "final_decision"), _pubmed_qa),
+    *[Task(name, DIALOG_CATEGORY, ("turns",), _dialogue) for name in
       ("wizard_of_wikipedia", "empathetic_dialogues", "blended_skill_talk", "wizard_of_internet")],
 ]}
-CLASSIFICATION = [n for n, t in TASKS.items() if t.kind == "classification"]
-DIALOGUE = [n for n, t in TASKS.items() if t.kind == "dialogue"]
+CLASSIFICATION = CLASSIFICATION_CATEGORY.tasks
+DIALOGUE = DIALOG_CATEGORY.tasks
 
 
 def check_task_names(names) -> None:
@@ -134,8 +161,12 @@ def load_examples(data_dir: Path, task: str, split: str, limit: int | None, star
 
     def make(row, index):
         example = spec.make(row)
-        if example is not None:
-            example.index = index
+        if example is None:
+            return None
+        if example.choices is not None and not 0 <= example.label < len(example.choices):
+            raise ValueError(f"label {example.label} is not one of its {len(example.choices)} choices "
+                             f"(valid: 0..{len(example.choices) - 1}; a hidden test label?)")
+        example.index = index
         return example
 
     examples = format_rows(task_file(data_dir, task, split), task, spec.fields, make)

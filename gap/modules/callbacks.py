@@ -1,25 +1,28 @@
 """Lightning callbacks: the GAP authors' early stop, and keeping the selected weights."""
 import lightning as L
 
+from gap.data.tasks import CATEGORIES
 from gap.modules.loading import cpu_state_dict
 from gap.results import best_epochs
 
 
 class AuthorsEarlyStop(L.Callback):
-    """From epoch `first_epoch` on (0-based: the 6th evaluation), an evaluation where both the dialogue
-    F1 average and the classification accuracy average are below their best so far is a strike;
-    `patience` strikes stop training. Bests include every evaluation since the first step."""
+    """From epoch `first_epoch` on (0-based: the 6th evaluation), an evaluation where every category
+    average evaluated (the dialogue F1 and the classification accuracy, or the one of them a run
+    evaluates) is below its best so far is a strike; `patience` strikes stop training. Bests include
+    every evaluation since the first step."""
 
     def __init__(self, first_epoch: int = 5, patience: int = 2):
         self.first_epoch, self.patience = first_epoch, patience
         self.strikes = 0
-        self.best = {"avg/dialog_f1": 0.0, "avg/classification_acc": 0.0}
+        self.best = {c.average: 0.0 for c in CATEGORIES.values()}
 
     def update(self, epoch: int, metrics: dict) -> bool:
         """Record one evaluation; True when training should stop."""
-        if epoch >= self.first_epoch and all(metrics[k] < best for k, best in self.best.items()):
+        averages = {k: metrics[k] for k in self.best if k in metrics}
+        if averages and epoch >= self.first_epoch and all(v < self.best[k] for k, v in averages.items()):
             self.strikes += 1
-        self.best = {k: max(best, metrics[k]) for k, best in self.best.items()}
+        self.best |= {k: max(self.best[k], v) for k, v in averages.items()}
         return self.strikes >= self.patience
 
     def on_validation_end(self, trainer, pl_module):  # after the module has recorded the evaluation

@@ -1,20 +1,20 @@
 """Loading a causal LM and its tokenizer: hub id, local directory, GGUF file, or built in-process.
 
-Every model leaves here in the state GAP needs: dropout off, a pad token, left truncation (the
-authors kept the end of over-long inputs), and no quantisation metadata, so a model dequantised from
-GGUF trains and saves as an ordinary Hugging Face checkpoint.
+Every model leaves here in the state GAP needs: dropout off, a pad token, and no quantisation metadata,
+so a model dequantised from GGUF trains and saves as an ordinary Hugging Face checkpoint.
 """
-import functools
 import json
 import os
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, ModelLoadError
+from gap.memory.arch import check_gguf
+from gap.modules.random_init import byte_tokenizer, random_init_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,27 +27,6 @@ def check_model_config(model_cfg) -> None:
         raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
     if model_cfg.get("gguf_file"):
         check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
-
-
-def check_gguf(path: Path):
-    """Refuse a missing, foreign or truncated GGUF file: its header must parse and every tensor must
-    lie inside the file. Returns the architecture it describes (`gap.memory.Arch`); the jobs of a
-    sweep read an unchanged file once."""
-    if not path.is_file():
-        raise ConfigError(f"GGUF file not found: {path} (for the embedded model run `make model`)")
-    stat = path.stat()
-    return _gguf_arch_once(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _gguf_arch_once(path: str, size: int, mtime_ns: int):
-    from gap.memory import gguf_arch
-
-    try:
-        return gguf_arch(path)
-    except (ValueError, IndexError, KeyError, OSError) as err:
-        raise ConfigError(f"GGUF file {path} is unreadable or truncated ({err}); valid: a complete GGUF "
-                          f"file (for the embedded model: delete it and run `make model`)") from None
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):
@@ -77,28 +56,14 @@ def _from_pretrained(cls, model_cfg, **kwargs):
         raise ModelLoadError(f"could not load model {path!r}: {err}") from None
 
 
-def _byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 bytes + end-of-text), built in memory with no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    vocab["<|endoftext|>"] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
-
-
 def load_tokenizer(model_cfg):
-    """The model's tokenizer, padded with EOS when it has no pad token, truncating on the left."""
+    """The model's tokenizer, padded with EOS when it has no pad token."""
     if model_cfg.get("random_init") is not None:
-        tokenizer = _byte_tokenizer()
+        tokenizer = byte_tokenizer()
     else:
         tokenizer = _from_pretrained(AutoTokenizer, model_cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.truncation_side = "left"
     return tokenizer
 
 
@@ -109,15 +74,6 @@ def _disable_dropout(model) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-
-
-def random_init_config(model_cfg, tokenizer) -> LlamaConfig:
-    """The architecture of a `random_init` entry (also counted, on the meta device, by `gap.memory`)."""
-    init = model_cfg.random_init
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=init.hidden_size, intermediate_size=4 * init.hidden_size,
-                       num_hidden_layers=init.layers, num_attention_heads=init.heads,
-                       max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
 def load_model(model_cfg, tokenizer):

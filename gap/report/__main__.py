@@ -1,11 +1,7 @@
 """`python -m gap.report PATH... [overrides]`: bare arguments become `inputs=[...]` before Hydra parses argv."""
 import os
-import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from gap.errors import GapError, fail
+from gap.cli import command
 from gap.report import report
 
 FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg",
@@ -36,22 +32,7 @@ def to_overrides(args: list[str]) -> list[str]:
     return overrides
 
 
-def run_cli(cfg: DictConfig) -> None:
-    """A `GapError` becomes one `error:` line and exit code 2 (bad input or configuration) or 1."""
-    try:
-        report(cfg)
-    except GapError as err:
-        fail(err)
-
-
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_cli(cfg)
-
-
-def main() -> None:
-    sys.argv = [sys.argv[0], *to_overrides(sys.argv[1:])]
-    _hydra_main()
+main = command("report", report, to_overrides)
 
 
 if __name__ == "__main__":

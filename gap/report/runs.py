@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, mode
 
+from gap.data.tasks import CATEGORIES
 from gap.errors import DataError
-from gap.results import AVERAGES, selected_metrics
-from gap.sweep import read_results
+from gap.files import read_results
+from gap.results import selected_metrics
 
-CATEGORIES = tuple(AVERAGES)  # classification, dialog
 PAPER_FILES = {"classification": ("classification.csv",), "dialog": ("dialog.csv", "dialogue.csv")}
 PAPER_TASKS = {"ai2_arc_ARC-Challenge": "arc_challenge", "ai2_arc_ARC-Easy": "arc_easy",
                "super_glue_copa": "copa", "winogrande_winogrande_s": "winogrande"}
@@ -106,7 +106,7 @@ def load_sweep(path: Path) -> Results:
         method = config.get("method", {}).get("name", "gap")
         selected = selected_metrics(results)
         for category, best in results["best"].items():
-            key = AVERAGES[category]
+            key = CATEGORIES[category].average
             out.runs.append(Run(model, corpus, category, best[key], category_metrics(selected[category], category),
                                 best["epoch"], method))
             if results.get("baseline"):

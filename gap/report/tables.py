@@ -4,7 +4,8 @@ import math
 from pathlib import Path
 from statistics import mean, median
 
-from gap.report.runs import CATEGORIES, Results, model_order, next_larger
+from gap.data.tasks import CATEGORIES
+from gap.report.runs import Results, model_order, next_larger
 from gap.report.stats import wilson
 
 SUMMARY_COLUMNS = ("model", "corpus", "category", "runs", "mean", "median", "best", "baseline", "beat_baseline",

@@ -1,7 +1,8 @@
 """Log-probabilities of continuations (choices, dialogue targets) given their contexts."""
 import torch
 
-from gap.scoring.batching import FILL, left_pad, length_sorted_batches
+from gap.ordering import in_input_order, length_sorted_batches
+from gap.scoring.batching import FILL, left_pad
 from gap.scoring.prefill import token_logprobs
 
 
@@ -12,14 +13,22 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
     return len(context) + max(len(c) for c in continuations) <= max_length
 
 
-@torch.no_grad()
-def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
-                          max_length: int) -> list[list[float]]:
-    """Per-token log-probabilities of each continuation after its context, every pair on its own row.
+def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
+                          max_tokens: int | None = None) -> list[list[float]]:
+    """Per-token log-probabilities of each continuation after its context, every pair on its own row, in
+    passes of at most `max_tokens` padded tokens (`length_sorted_batches`; a longer pair runs alone)."""
+    widths = [min(len(ctx) + len(cont), max_length) for ctx, cont in pairs]
+    groups = length_sorted_batches(widths, len(pairs), max_tokens, fill=None)
+    return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length))
+                                       for g in groups])
 
-    Each pair is (context ids, continuation ids); the model sees `(context + continuation)[-max_length:]`.
-    Only the last `len(continuation) + 1` positions go through the output layer.
-    """
+
+@torch.no_grad()
+def _continuation_pass(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
+                       max_length: int) -> list[list[float]]:
+    """One forward pass: each pair (context ids, continuation ids) is seen as
+    `(context + continuation)[-max_length:]`; only the last `len(continuation) + 1` positions go
+    through the output layer."""
     seqs = [(ctx + cont)[-max_length:] for ctx, cont in pairs]
     conts = [cont[-(max_length - 1):] for _, cont in pairs]
     ids, mask, positions = left_pad(seqs, pad_id, model.device)
@@ -102,31 +111,32 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
     under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
     """
     widths = [len(ctx) + sum(len(c) - 1 for c in choices) for ctx, choices in requests]
-    results: list = [None] * len(requests)
-    for group in length_sorted_batches(widths, len(widths), fill=fill):
-        scores = iter(packed_pass(model, [requests[i] for i in group], pad_id))
-        for i in group:
-            results[i] = [next(scores) for _ in requests[i][1]]
-    return results
+    groups = length_sorted_batches(widths, len(widths), fill=fill)
+    return in_input_order(len(requests), [(g, per_request([requests[i] for i in g], packed_pass(
+        model, [requests[i] for i in g], pad_id))) for g in groups])
+
+
+def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -> list[list]:
+    """Flat per-choice results regrouped per request."""
+    scores = iter(flat)
+    return [[next(scores) for _ in choices] for _, choices in requests]
 
 
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
-                    share_context: bool = True) -> list[list[list[float]]]:
+                    share_context: bool = True, max_tokens: int | None = None) -> list[list[list[float]]]:
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
     With `share_context`, each context runs once, packed with its choices in one forward pass
-    (`packed_choice_logprobs`). A request that `fits` refuses is scored choice by choice.
+    (`packed_choice_logprobs`). A request that `fits` refuses is scored choice by choice, in passes of at
+    most `max_tokens` padded tokens.
     """
     shared = [i for i, (ctx, choices) in enumerate(requests)
               if share_context and ctx and fits(ctx, choices, max_length)]
-    results: list = [None] * len(requests)
-    for i, scores in zip(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)):
-        results[i] = scores
-    alone = [i for i in range(len(requests)) if results[i] is None]
+    alone = sorted(set(range(len(requests))) - set(shared))
+    parts = [(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id))] if shared else []
     if alone:
         pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
-        scores = iter(continuation_logprobs(model, pairs, pad_id, max_length))
-        for i in alone:
-            results[i] = [next(scores) for _ in requests[i][1]]
-    return results
+        scores = continuation_logprobs(model, pairs, pad_id, max_length, max_tokens)
+        parts.append((alone, per_request([requests[i] for i in alone], scores)))
+    return in_input_order(len(requests), parts)

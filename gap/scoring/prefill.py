@@ -3,7 +3,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gap.scoring.batching import left_pad, length_sorted_batches
+from gap.ordering import in_input_order, length_sorted_batches
+from gap.scoring.batching import left_pad
 
 
 @dataclass
@@ -66,12 +67,11 @@ def _joined(parts: list[Prefill], rows: list[torch.Tensor], total: int) -> Prefi
     mask = first.mask.new_zeros(total, width)
     lengths = first.lengths.new_zeros(total)
     last_logits = first.last_logits.new_empty(total, first.last_logits.shape[1])
-    target_logprobs: list = [None] * total
     for part, index in zip(parts, rows):
         mask[index, width - part.mask.shape[1]:] = part.mask
         lengths[index], last_logits[index] = part.lengths, part.last_logits
-        for i, scores in zip(index.tolist(), part.target_logprobs):
-            target_logprobs[i] = scores
+    target_logprobs = in_input_order(total, [(index.tolist(), part.target_logprobs)
+                                             for part, index in zip(parts, rows)])
     for n, layer in enumerate(first.cache.layers):
         keys = layer.keys.new_zeros(total, *layer.keys.shape[1:2], width, layer.keys.shape[3])
         values = layer.values.new_zeros(total, *layer.values.shape[1:2], width, layer.values.shape[3])

@@ -1,16 +1,9 @@
-"""Text normalisation and unigram F1 for the dialogue tasks.
-
-`normalize_reply` follows ParlAI's version 2 (the form the GAP authors applied to every turn);
-`normalize_answer` and `unigram_f1` follow the SQuAD convention the authors scored replies with.
-"""
-import re
-import string
-from collections import Counter
+"""Dialogue turns as the GAP authors wrote them: ParlAI's `normalize_reply` (version 2), applied to every
+turn of a context and to the target."""
 
 # (spaced form, joined form): ParlAI joins punctuation to the word before it
 _PUNCT_JOIN = [(" .", "."), (" ,", ","), (" ?", "?"), (" !", "!"), (" ' ", "'")]
 _ALWAYS_CAPITAL = ("i", "i'm", "i've", "i'll", "i'd")
-_PUNCTUATION = set(string.punctuation)
 
 
 def _capitalize(word: str) -> str:
@@ -36,21 +29,3 @@ def normalize_reply(text: str, version: int = 2) -> str:
     if version > 1 and text and text[-1] not in "!.?)\"'":
         text += "."
     return text
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, collapse white space (SQuAD)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.replace("\xa0", " ").split())
-
-
-def unigram_f1(prediction: str, reference: str) -> float:
-    """Harmonic mean of unigram precision and recall after `normalize_answer`."""
-    pred = normalize_answer(prediction).split()
-    ref = normalize_answer(reference).split()
-    same = sum((Counter(pred) & Counter(ref)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)

@@ -1,0 +1,109 @@
+"""The typed shape of a composed run config: every value a run reads is checked here, before any data
+or model is read, and a wrong one is refused naming its key, the value and what is valid.
+
+Sections allow keys beyond those listed (model entries and Lightning's Trainer take many more)."""
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from gap.errors import ConfigError
+
+Positive = Annotated[int, Field(gt=0, strict=True)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Model(_Section):
+    name: str
+    path: str | None = None
+    gguf_file: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"]
+    eval_batch_size: Positive
+    max_length: Annotated[int, Field(ge=2, strict=True)]
+
+
+class Corpus(_Section):
+    name: str
+    index: Annotated[int, Field(ge=0, strict=True)] = 0
+    num_samples: Positive = 1
+
+
+class Eval(_Section):
+    limit: Positive | None
+    split: Literal["validation", "test"]
+    prompt_style: Literal["gap", "harness"]
+    batch_size: Positive
+    max_batch_tokens: Positive | None
+    share_context: StrictBool
+    max_new_tokens: Positive
+    overwrite: StrictBool
+    heldout: StrictBool
+
+
+class Optim(_Section):
+    lr: Annotated[float, Field(gt=0)]
+    betas: tuple[Probability, Probability]
+
+
+class Method(_Section):
+    name: Literal["gap", "mle", "none"]
+
+
+class Trainer(_Section):
+    max_epochs: Positive
+    precision: str | int
+
+
+class Tasks(_Section):
+    include: Annotated[list[str], Field(min_length=1)]
+
+
+class RunConfig(_Section):
+    seed: Annotated[int, Field(strict=True)]
+    save_checkpoint: StrictBool
+    model: Model
+    corpus: Corpus
+    eval: Eval
+    optim: Optim
+    method: Method
+    trainer: Trainer
+    tasks: Tasks
+
+
+def _key(loc: tuple) -> str:
+    """`('optim', 'betas', 0)` -> `optim.betas[0]`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate_config(cfg) -> None:
+    """Raise `ConfigError` for the first value of the wrong type or range in a composed config (the
+    sections the schema names, resolved)."""
+    from omegaconf import OmegaConf
+
+    def value(key: str):
+        found = OmegaConf.select(cfg, key, throw_on_missing=False)
+        return OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
+
+    config = {}
+    for name, field in RunConfig.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, _Section):  # only the keys the schema names
+            config[name] = {key: value(f"{name}.{key}") for key in section.model_fields
+                            if OmegaConf.select(cfg, f"{name}.{key}", default="<absent>") != "<absent>"}
+        else:
+            config[name] = value(name)
+    try:
+        RunConfig.model_validate(config)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int",
+                                                                                            "none"))))
+        value = first.get("input")
+        shown = "missing" if first["type"] == "missing" else repr(value)
+        raise ConfigError(f"{_key(where)}={shown} is not valid: {first['msg'].lower()}") from None

@@ -127,6 +127,7 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, data_dir, monkeyp
     """Each case composed and run as the command line runs a job (`run_cli`), in this process: one
     interpreter start for all of them (the command line itself: the next test)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GAP_DATA_DIR", str(data_dir))
     for n, (overrides, message) in enumerate(bad_input_cases(tmp_path, data_dir)):
         out = tmp_path / f"run{n}"
         cfg = compose_cfg("train", ["model=opt-125m", "logger=none", f"paths.baseline_dir={tmp_path}/baselines",

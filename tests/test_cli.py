@@ -112,7 +112,7 @@ def bad_input_cases(tmp_path, data_dir):
         ([*file_corpus, f"corpus.path={tmp_path}/empty.jsonl"], "holds no samples"),
         (["model=tiny-random", *file_corpus, f"corpus.path={tmp_path}/short.txt"], "tokenizes to 1 token(s)"),
         ([f"paths.data_dir={no_label}", "tasks.include=[copa]"], "missing field 'label'"),
-        (["model.dtype=float8"], "model.dtype='float8' is not a dtype"),
+        (["model.dtype=float8"], "model.dtype='float8' is not valid: input should be 'float32', 'bfloat16'"),
         (["corpus.num_samples=100000"], "is out of range"),
         (["tasks.include=[copa,sqad]"], "unknown task 'sqad'"),
         (["corpus.index=1000"], "corpus.index=1000 is out of range"),

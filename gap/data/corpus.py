@@ -35,8 +35,6 @@ def read_corpus(path: Path, text_field: str = "text") -> list[str]:
 
 def select_samples(texts: list[str], index: int, num_samples: int, name: str) -> list[str]:
     """Samples `index .. index+num_samples-1`, refusing indices the corpus does not have."""
-    if num_samples < 1:
-        raise ConfigError(f"corpus.num_samples={num_samples} must be at least 1")
     if not 0 <= index or index + num_samples > len(texts):
         asked = f"corpus.index={index}" + (f" with corpus.num_samples={num_samples}" if num_samples > 1 else "")
         raise ConfigError(f"{asked} is out of range: corpus {name!r} has {len(texts)} samples, "

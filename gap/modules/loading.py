@@ -21,8 +21,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def check_model_config(model_cfg) -> None:
     """Refuse a model entry that cannot load, before anything is read from disk or the network."""
-    if model_cfg.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype={model_cfg.dtype!r} is not a dtype; valid: {', '.join(DTYPES)}")
     if model_cfg.get("random_init") is None and not model_cfg.get("path"):
         raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
     if model_cfg.get("gguf_file"):

@@ -2,6 +2,7 @@
 import torch
 
 from gap.ordering import in_input_order, length_sorted_batches
+from gap.scoring.attention import attention_of, packed_masks
 from gap.scoring.batching import FILL, left_pad
 from gap.scoring.prefill import token_logprobs
 
@@ -38,6 +39,11 @@ def _continuation_pass(model, pairs: list[tuple[list[int], list[int]]], pad_id: 
     # the logits at kept index j predict the token at kept index j + 1
     scores = token_logprobs(logits[:, :-1], ids[:, -(keep - 1):]).cpu()
     return [scores[row, keep - 1 - len(cont):].tolist() for row, cont in enumerate(conts)]
+
+
+def packed_width(context: list[int], choices: list[list[int]]) -> int:
+    """The width of a request's packed row: the context, then every choice but its last token."""
+    return len(context) + sum(len(c) - 1 for c in choices)
 
 
 def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
@@ -86,11 +92,12 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
     width = ids.shape[1]
     keep = width - min(cols[0] for _, cols in where)
     device = model.device
-    # an additive float mask, read alike by eager and sdpa attention, in the dtype attention computes in
+    # additive float masks, read alike by eager and sdpa attention, in the dtype attention computes in
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
         next(model.parameters()).dtype
-    bias = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-    logits = model(input_ids=ids.to(device), attention_mask=bias.to(device), position_ids=positions.to(device),
+    masks = packed_masks(attention_of(model), mask, positions, dtype)
+    masks = {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
+    logits = model(input_ids=ids.to(device), attention_mask=masks, position_ids=positions.to(device),
                    logits_to_keep=keep, use_cache=False).logits
     rows = torch.tensor([r for r, cols in where for _ in cols], device=device)
     cols = torch.tensor([c - (width - keep) for _, cs in where for c in cs], device=device)
@@ -110,7 +117,7 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
     Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
     under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
     """
-    widths = [len(ctx) + sum(len(c) - 1 for c in choices) for ctx, choices in requests]
+    widths = [packed_width(ctx, choices) for ctx, choices in requests]
     groups = length_sorted_batches(widths, len(widths), fill=fill)
     return in_input_order(len(requests), [(g, per_request([requests[i] for i in g], packed_pass(
         model, [requests[i] for i in g], pad_id))) for g in groups])
@@ -128,11 +135,14 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     """Per-token log-probabilities of every choice of every (context, choices) request.
 
     With `share_context`, each context runs once, packed with its choices in one forward pass
-    (`packed_choice_logprobs`). A request that `fits` refuses is scored choice by choice, in passes of at
-    most `max_tokens` padded tokens.
+    (`packed_choice_logprobs`), where its packed row is no wider than the model serves exactly
+    (`attention_of`). A request that `fits` refuses, or too wide to pack, is scored choice by choice, in
+    passes of at most `max_tokens` padded tokens.
     """
+    widest = attention_of(model).widest
     shared = [i for i, (ctx, choices) in enumerate(requests)
-              if share_context and ctx and fits(ctx, choices, max_length)]
+              if share_context and ctx and fits(ctx, choices, max_length)
+              and (widest is None or packed_width(ctx, choices) <= widest)]
     alone = sorted(set(range(len(requests))) - set(shared))
     parts = [(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id))] if shared else []
     if alone:

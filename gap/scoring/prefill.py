@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.batching import left_pad
@@ -23,7 +24,9 @@ def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[in
 
     `targets` (one per context, possibly empty) are teacher-forced in the same pass, right-padded after
     their contexts: their token log-probabilities come from this pass, and the cache is then cut back to
-    the contexts, so that generation continues from the context alone.
+    the contexts, so that generation continues from the context alone. Every layer's cache keeps every
+    position (a sliding-window layer's own cache drops old ones and cannot be cut back): the model's
+    masks apply the windows.
 
     With `fill`, rows run in passes of similar width (`length_sorted_batches`), whose caches are then
     joined, left-padded, into one: the passes waste little on padding, while generation still decodes
@@ -50,7 +53,7 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
     out = model(input_ids=torch.cat([ids, target_ids], dim=1),
                 attention_mask=torch.cat([mask, target_mask.to(model.device)], dim=1),
                 position_ids=torch.cat([positions, lengths[:, None] + torch.arange(extra, device=model.device)], 1),
-                use_cache=True, logits_to_keep=extra + 1)
+                cache=DynamicCache(), use_cache=True, logits_to_keep=extra + 1)
     # kept logits j < extra (from the context's last token on) predict target token j
     scores = token_logprobs(out.logits[:, :extra], target_ids).tolist()
     if extra:

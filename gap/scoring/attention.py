@@ -1,0 +1,55 @@
+"""How a model's layers limit attention, so that packed rows give every layer the mask it would apply to
+each sequence alone.
+
+A packed row holds a context and several choices side by side, and one 4D mask keeps them apart. That mask
+replaces the model's own, so every limit the model puts on attention must be rebuilt in it: a sliding
+window counts positions (the positions each choice has alone), not columns of the packed row. Families
+whose layers differ (Gemma 2/3's sliding and full layers, Qwen2's upper layers) take one mask per layer
+type. GPT-Neo applies its local windows itself, over columns, whatever mask it is given: its rows are
+packed only while no window can bite. A family not checked here (tests/test_families.py) is not packed.
+"""
+from dataclasses import dataclass
+
+import torch
+
+# model types whose packed scores tests/test_families.py checks against the model's own forward pass
+PACKED_FAMILIES = frozenset({"llama", "opt", "gpt2", "gpt_neo", "gpt_neox", "qwen2", "gemma2", "gemma3_text",
+                             "mistral"})
+WINDOWED_TYPES = {"full_attention": False, "sliding_attention": True}  # layer type -> limited by the window
+
+
+@dataclass(frozen=True)
+class Attention:
+    windows: dict[str | None, int | None]  # layer type -> window in tokens (None: the whole past);
+    #                                        the single key None: one mask for every layer
+    widest: int | None                     # widest row that may be packed (None: any, 0: none)
+
+
+def attention_of(model) -> Attention:
+    """The attention limits of `model`, read from its config."""
+    config = model.config.get_text_config(decoder=True)
+    if config.model_type not in PACKED_FAMILIES:
+        return Attention({None: None}, widest=0)
+    if config.model_type == "gpt_neo":  # its local layers mask columns farther back than window_size
+        local = "local" in config.attention_layers
+        return Attention({None: None}, widest=config.window_size if local else None)
+    window = getattr(config, "sliding_window", None)
+    types = set(getattr(config, "layer_types", None) or ["sliding_attention" if window else "full_attention"])
+    if not types <= WINDOWED_TYPES.keys():
+        return Attention({None: None}, widest=0)
+    windows = {kind: window if WINDOWED_TYPES[kind] else None for kind in types}
+    if len(set(windows.values())) == 1:
+        return Attention({None: next(iter(windows.values()))}, widest=None)
+    return Attention(windows, widest=None)
+
+
+def packed_masks(attention: Attention, mask: torch.Tensor, positions: torch.Tensor, dtype):
+    """The additive float mask(s) a packed pass hands the model: `mask` [rows, 1, width, width] (True =
+    attend) limited, per layer type, to keys fewer than its window positions back. One tensor where
+    every layer shares one mask, else a dict keyed by layer type."""
+    distance = positions[:, None, :, None] - positions[:, None, None, :]
+    masks = {}
+    for kind, window in attention.windows.items():
+        allowed = mask if window is None else mask & (distance < window)
+        masks[kind] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return masks[None] if None in masks else masks

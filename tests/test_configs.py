@@ -7,9 +7,9 @@ from tests.helpers import CONF, compose_cfg
 
 GROUPS = ["model", "corpus", "tasks", "method", "trainer", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
-REQUIRED_MODELS = {"smollm2-135m", "tiny-random", "opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b", "opt-6.7b",
-                   "gpt-neo-125m", "gpt-neo-1.3b", "gpt-neo-2.7b", "pythia-160m", "pythia-410m",
-                   "pythia-1.4b", "pythia-2.8b"}
+REQUIRED_MODELS = {"smollm2-135m", "gemma3-270m", "tiny-random", "tiny-random-opt", "opt-125m", "opt-350m",
+                   "opt-1.3b", "opt-2.7b", "opt-6.7b", "gpt-neo-125m", "gpt-neo-1.3b", "gpt-neo-2.7b",
+                   "pythia-160m", "pythia-410m", "pythia-1.4b", "pythia-2.8b"}
 
 
 def resolved(cfg):

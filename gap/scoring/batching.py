@@ -2,6 +2,9 @@
 import torch
 
 FILL = 0.75  # a forward pass closes at a row narrower than this share of its widest (packing, prefill)
+# fp32 logits one scoring pass may hold (512 MiB): rows x kept positions x vocabulary. A 49k vocabulary
+# (SmolLM2) stays under it in batches of 16 questions; a 262k one (Gemma 3) takes more, smaller passes.
+LOGITS_BUDGET = 2**27
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -19,3 +22,16 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
             mask[row, width - len(seq):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
+
+
+def within_logits_budget(batch: list[int], kept: list[int], vocab: int, budget: int = LOGITS_BUDGET) -> list[list[int]]:
+    """Split a batch, in order, into passes whose logits (rows x the most positions any row keeps for the
+    output layer (`kept`) x `vocab`) fit `budget`. A row over it on its own goes alone."""
+    parts: list[list[int]] = []
+    for i in batch:
+        part = parts[-1] if parts else None
+        if part and (len(part) + 1) * max([kept[i]] + [kept[j] for j in part]) * vocab <= budget:
+            part.append(i)
+        else:
+            parts.append([i])
+    return parts

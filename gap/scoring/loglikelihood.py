@@ -3,7 +3,7 @@ import torch
 
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of, packed_masks
-from gap.scoring.batching import FILL, left_pad
+from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, within_logits_budget
 from gap.scoring.prefill import token_logprobs
 
 
@@ -15,13 +15,21 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
 
 
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
-                          max_tokens: int | None = None) -> list[list[float]]:
+                          max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET) -> list[list[float]]:
     """Per-token log-probabilities of each continuation after its context, every pair on its own row, in
-    passes of at most `max_tokens` padded tokens (`length_sorted_batches`; a longer pair runs alone)."""
+    passes of at most `max_tokens` padded tokens (`length_sorted_batches`; a longer pair runs alone) whose
+    logits fit `logits_budget` (`within_logits_budget`)."""
     widths = [min(len(ctx) + len(cont), max_length) for ctx, cont in pairs]
-    groups = length_sorted_batches(widths, len(pairs), max_tokens, fill=None)
+    kept = [min(len(cont), max_length - 1) + 1 for _, cont in pairs]
+    groups = [part for group in length_sorted_batches(widths, len(pairs), max_tokens, fill=None)
+              for part in within_logits_budget(group, kept, vocab_size(model), logits_budget)]
     return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length))
                                        for g in groups])
+
+
+def vocab_size(model) -> int:
+    """The width of the model's output layer."""
+    return model.get_output_embeddings().weight.shape[0]
 
 
 @torch.no_grad()
@@ -111,14 +119,17 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
 
 
 def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,
-                           fill: float = FILL) -> list[list[list[float]]]:
+                           fill: float = FILL, logits_budget: int = LOGITS_BUDGET) -> list[list[list[float]]]:
     """Per-token log-probabilities of every choice of every request, in packed passes (`packed_pass`).
 
     Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
-    under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not).
+    under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not),
+    or when its logits would pass `logits_budget` (`within_logits_budget`).
     """
     widths = [packed_width(ctx, choices) for ctx, choices in requests]
-    groups = length_sorted_batches(widths, len(widths), fill=fill)
+    kept = [width - len(ctx) + 1 for width, (ctx, _) in zip(widths, requests)]  # from the context's last token
+    groups = [part for group in length_sorted_batches(widths, len(widths), fill=fill)
+              for part in within_logits_budget(group, kept, vocab_size(model), logits_budget)]
     return in_input_order(len(requests), [(g, per_request([requests[i] for i in g], packed_pass(
         model, [requests[i] for i in g], pad_id))) for g in groups])
 

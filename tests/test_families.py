@@ -80,6 +80,20 @@ def test_every_packed_family_is_checked_here():
     assert set(FAMILIES) == PACKED_FAMILIES
 
 
+def test_a_family_or_attention_not_checked_here_is_scored_choice_by_choice(tiny):
+    """Bloom (ALiBi from the 2D mask) and flash attention (no 4D mask) are never packed, yet exact."""
+    tokenizer = tiny[1]
+    torch.manual_seed(0)
+    bloom = T.BloomForCausalLM(T.BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4)).eval()
+    assert attention_of(bloom).widest == 0
+    want = [own_logprobs(bloom, ctx, c) for ctx, choices in REQUESTS for c in choices]
+    got = choice_logprobs(bloom, REQUESTS, tokenizer.pad_token_id, 512, share_context=True)
+    assert largest_difference([s for per_request in got for s in per_request], want) < 1e-4
+    llama = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=len(tokenizer), **LLAMA_LIKE))
+    llama.config._attn_implementation = "flash_attention_2"
+    assert attention_of(llama).widest == 0
+
+
 def test_choice_scores_equal_the_models_own_forward(family):
     """Context sharing on (packed rows where the family packs) and off, in one batch and one by one."""
     model, tokenizer = family

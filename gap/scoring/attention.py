@@ -6,7 +6,8 @@ replaces the model's own, so every limit the model puts on attention must be reb
 window counts positions (the positions each choice has alone), not columns of the packed row. Families
 whose layers differ (Gemma 2/3's sliding and full layers, Qwen2's upper layers) take one mask per layer
 type. GPT-Neo applies its local windows itself, over columns, whatever mask it is given: its rows are
-packed only while no window can bite. A family not checked here (tests/test_families.py) is not packed.
+packed only while no window can bite. A family not checked in tests/test_families.py, or an attention
+implementation that takes no 4D mask, is not packed: its choices are scored one by one, exactly.
 """
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import torch
 # model types whose packed scores tests/test_families.py checks against the model's own forward pass
 PACKED_FAMILIES = frozenset({"llama", "opt", "gpt2", "gpt_neo", "gpt_neox", "qwen2", "gemma2", "gemma3_text",
                              "mistral"})
+MASKED_ATTENTION = ("eager", "sdpa")  # attention implementations that apply a 4D mask as given
 WINDOWED_TYPES = {"full_attention": False, "sliding_attention": True}  # layer type -> limited by the window
 
 
@@ -28,7 +30,8 @@ class Attention:
 def attention_of(model) -> Attention:
     """The attention limits of `model`, read from its config."""
     config = model.config.get_text_config(decoder=True)
-    if config.model_type not in PACKED_FAMILIES:
+    # flash attention and the like take no 4D mask: nothing to pack with
+    if config.model_type not in PACKED_FAMILIES or model.config._attn_implementation not in MASKED_ATTENTION:
         return Attention({None: None}, widest=0)
     if config.model_type == "gpt_neo":  # its local layers mask columns farther back than window_size
         local = "local" in config.attention_layers

@@ -50,9 +50,10 @@ def packed_masks(attention: Attention, mask: torch.Tensor, positions: torch.Tens
     """The additive float mask(s) a packed pass hands the model: `mask` [rows, 1, width, width] (True =
     attend) limited, per layer type, to keys fewer than its window positions back. One tensor where
     every layer shares one mask, else a dict keyed by layer type."""
-    distance = positions[:, None, :, None] - positions[:, None, None, :]
     masks = {}
     for kind, window in attention.windows.items():
-        allowed = mask if window is None else mask & (distance < window)
+        allowed = mask
+        if window is not None:
+            allowed = mask & (positions[:, None, :, None] - positions[:, None, None, :] < window)
         masks[kind] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     return masks[None] if None in masks else masks

@@ -16,7 +16,7 @@ from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 WINDOW = 4  # tokens: every context below is wider
 LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from gap.files import write_atomic
 from gap.memory.plan import on_cuda
 
-ENGINE_VERSION = 4  # bump when a change to formatting or scoring changes any prediction
+ENGINE_VERSION = 5  # bump when a change to formatting or scoring changes any prediction
 
 
 def accelerator(trainer_cfg) -> str:

@@ -172,7 +172,9 @@ def test_a_bos_adding_tokenizer_end_to_end_in_the_paper_format(tiny_opt, data_di
     assert generate_from(model, tok, state, 6, stops=[]) == replies
 
     sample = "def f():\n    return 1\n</s>print(f())"
-    item = CorpusDataModule([sample], tok, 512).items[0]
+    corpus = CorpusDataModule([sample], tok, 512)
+    corpus.setup()
+    item = corpus.items[0]
     ids = tok(sample)["input_ids"]
     assert item["input_ids"].tolist() == ids and ids[0] == bos and ids.count(bos) == 2
     assert item["labels"].tolist() == ids  # no padding in a sample of one: every token, the inner `</s>` too

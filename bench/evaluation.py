@@ -1,4 +1,5 @@
-"""`make bench`: the 12-task evaluation of a model, per task: wall time, throughput, padding, FLOP/s, MFU.
+"""`make bench`: the 12-task evaluation of a model, per task: wall time, throughput, padding, FLOP/s, MFU;
+per phase also the weight-read bound; and the dialogue tasks through transformers' own `generate`.
 
     python -m bench.evaluation [eval overrides]       # default: embedded model, 32 examples per task
 
@@ -8,6 +9,13 @@ that set the targets did): a full forward pass per real token, 2 x (non-embeddin
 layer's vocabulary x width), whether or not the engine computes that token's logits, plus 4 x layers x
 width per (query, key) pair of attention (causal, or read from the 4D mask of packed rows). Padding counts
 nothing. Model FLOP utilisation = model FLOP/s / this machine's measured matmul rate.
+
+Decoding is bound by memory rather than arithmetic: every forward pass reads all the weights. The
+weight-read bound of a phase is its forward passes x the weights' bytes / this machine's measured memory
+read rate; its share of the phase's model time (memory bandwidth utilisation, MBU) says how close the
+phase comes to that bound. The yardstick that holds on any machine: the same dialogue prompts through
+`model.generate` (greedy, left-padded batches of 32, `stop_strings`), timed in the same run, its replies
+compared with the engine's.
 """
 import json
 import time
@@ -21,13 +29,16 @@ from omegaconf import DictConfig
 from gap.data.tasks import TASKS
 from gap.modules.loading import load_pretrained
 from gap.results import resources
+from gap.scoring.batching import left_pad
 from gap.scoring.evaluator import evaluate
+from gap.scoring.generation import cut_at_stops
 from gap.scoring.metrics import evaluation_metrics
 from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("scoring", "generation")
-COUNTS = ("seconds", "tokens", "positions", "flops")
+COUNTS = ("seconds", "tokens", "positions", "flops", "passes")
+YARDSTICK_BATCH = 32
 
 
 def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0, window: float = 1.0) -> float:
@@ -56,6 +67,21 @@ def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0, 
     return best
 
 
+def read_rate(device: str = "cpu", megabytes: int = 512, seconds: float = 3.0) -> float:
+    """Memory read rate of the device in bytes/s: the best of repeated sums over a tensor about the size
+    of a small model's weights (far larger than any cache), so that a busy neighbour lowers it less."""
+    data = torch.ones(megabytes * 2**20 // 4, device=device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sync()
+        start = time.perf_counter()
+        data.sum()
+        sync()
+        best = max(best, data.numel() * 4 / (time.perf_counter() - start))
+    return best
+
+
 def compute_setting(trainer_cfg, model) -> tuple[str, torch.dtype]:
     """(device, dtype of the matrix products) that `trainer_cfg` evaluates `model` with: its weights'
     dtype (`model.dtype=bfloat16`), else bf16 under bf16 precision, else fp32."""
@@ -81,14 +107,20 @@ class FlopCounter:
         embeddings |= {id(p) for p in model.get_output_embeddings().parameters()}
         body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
         self.per_token = 2 * (body + vocab * self.width)
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
-        model.register_forward_pre_hook(self._start)
-        model.register_forward_hook(self._hook, with_kwargs=True)
+        self.hooks = [model.register_forward_pre_hook(self._start),
+                      model.register_forward_hook(self._hook, with_kwargs=True)]
+
+    def remove(self):
+        """Stop counting (the yardstick's passes are not the engine's)."""
+        for hook in self.hooks:
+            hook.remove()
 
     def totals(self) -> dict:
-        """Tokens, positions and FLOPs over both phases so far."""
-        return {k: sum(phase[k] for phase in self.phases.values()) for k in ("tokens", "positions", "flops")}
+        """Tokens, positions, FLOPs and passes over both phases so far."""
+        return {k: sum(phase[k] for phase in self.phases.values()) for k in ("tokens", "positions", "flops", "passes")}
 
     def _start(self, module, args):
         self.sync()
@@ -112,20 +144,42 @@ class FlopCounter:
         tokens = int(queries.sum().item())
         flops = self.per_token * tokens + 4 * self.layers * self.width * pairs
         phase = self.phases["generation" if mask.dim() == 2 and mask.shape[1] > width else "scoring"]
-        for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops)):
+        for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops, 1)):
             phase[key] += value
 
 
 def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
     data = make_evaldata(cfg, {task: examples}, tokenizer)
     before = counter.totals()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     device = next(model.parameters()).device.type
     with torch.autocast(device, torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed"):
         predictions = evaluate(model, tokenizer, data.item_batches(), scoring_of(cfg))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     counts = {k: v - before[k] for k, v in counter.totals().items()}
-    return {"seconds": seconds, "examples": len(examples), **counts, "metrics": evaluation_metrics(predictions)}
+    replies = None if TASKS[task].scored else [r["pred"] for r in predictions[task]]
+    return {"seconds": seconds, "cpu_seconds": cpu, "examples": len(examples), **counts,
+            "metrics": evaluation_metrics(predictions), "replies": replies}
+
+
+@torch.no_grad()
+def generate_yardstick(model, tokenizer, task, examples, cfg, stops=("\nUser ",)) -> dict:
+    """The task's dialogue prompts through transformers' own `generate`: greedy, `max_new_tokens`, in
+    left-padded batches of 32 in example order, stopped by `stop_strings` and cut as the engine cuts."""
+    data = make_evaldata(cfg, {task: examples}, tokenizer)
+    data.setup()
+    prompts = [item.context for item in data.items[task]]
+    replies = []
+    start, cpu = time.perf_counter(), time.process_time()
+    for first in range(0, len(prompts), YARDSTICK_BATCH):
+        batch = prompts[first:first + YARDSTICK_BATCH]
+        ids, mask, _ = left_pad(batch, tokenizer.pad_token_id, model.device)
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                             max_new_tokens=cfg.eval.max_new_tokens, stop_strings=list(stops), tokenizer=tokenizer,
+                             pad_token_id=tokenizer.pad_token_id)
+        replies += [cut_at_stops(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True), list(stops))
+                    for row in out]
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "replies": replies}
 
 
 def rates(r: dict, seconds: float, peak: float) -> str:
@@ -136,22 +190,42 @@ def rates(r: dict, seconds: float, peak: float) -> str:
 
 
 def table(rows: dict, peak: float) -> str:
-    lines = ["| task | wall s | examples/s | real tokens/s | padding | GFLOP/s | MFU |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | wall s | CPU s | examples/s | real tokens/s | padding | GFLOP/s | MFU |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.2f} | "
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['examples'] / r['seconds']:.2f} | "
                      f"{rates(r, r['seconds'], peak)} |")
     return "\n".join(lines)
 
 
-def phase_table(phases: dict, wall: float, peak: float) -> str:
-    """Scoring and generation, each over its own time inside the model, and the time outside it."""
-    lines = ["| phase | model s | share of wall | real tokens/s | padding | GFLOP/s | MFU |",
-             "|---|---|---|---|---|---|---|"]
+def phase_table(phases: dict, wall: float, peak: float, weight_read_s: float) -> str:
+    """Scoring and generation, each over its own time inside the model, and the time outside it; the
+    weight-read bound of each (its passes x `weight_read_s`, the time to read the weights once) and MBU."""
+    lines = ["| phase | model s | share of wall | real tokens/s | padding | GFLOP/s | MFU | passes | "
+             "weight-read bound s | MBU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in phases.items():
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / wall:.0%} | {rates(r, r['seconds'], peak)} |")
+        bound = r["passes"] * weight_read_s
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / wall:.0%} | {rates(r, r['seconds'], peak)} | "
+                     f"{r['passes']:.0f} | {bound:.1f} | {bound / max(r['seconds'], 1e-9):.0%} |")
     outside = wall - sum(r["seconds"] for r in phases.values())
-    lines.append(f"| outside the model | {outside:.1f} | {outside / wall:.0%} | | | | |")
+    lines.append(f"| outside the model | {outside:.1f} | {outside / wall:.0%} | | | | | | | |")
+    return "\n".join(lines)
+
+
+def yardstick_table(rows: dict, yardstick: dict) -> str:
+    """The dialogue tasks: the engine (scoring the target and generating) against `generate` alone."""
+    lines = ["| task | engine wall s | `generate` wall s | speed-up | engine CPU s | `generate` CPU s | speed-up | "
+             "identical replies |", "|---|---|---|---|---|---|---|---|"]
+
+    def cells(engine: dict, other: dict) -> str:
+        return " | ".join(f"{engine[k]:.1f} | {other[k]:.1f} | {other[k] / max(engine[k], 1e-9):.2f}x"
+                          for k in ("seconds", "cpu_seconds"))
+
+    for task, y in yardstick.items():
+        same = sum(a == b for a, b in zip(rows[task]["replies"], y["replies"]))
+        lines.append(f"| {task} | {cells(rows[task], y)} | {same}/{len(y['replies'])} |")
+    total = {k: sum(y[k] for y in yardstick.values()) for k in ("seconds", "cpu_seconds")}
+    lines.append(f"| **dialogue** | {cells({k: sum(rows[t][k] for t in yardstick) for k in total}, total)} | |")
     return "\n".join(lines)
 
 
@@ -169,24 +243,41 @@ def main(cfg: DictConfig) -> None:
     peak = matmul_rate(device, dtype)
     rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
     peak = max(peak, matmul_rate(device, dtype))  # measured before and after the tasks
+    bandwidth = read_rate(device)
+    counter.remove()
+    yardstick = {task: generate_yardstick(model, tokenizer, task, exs, cfg)
+                 for task, exs in examples.items() if not TASKS[task].scored and cfg.get("yardstick", True)}
     groups = {"classification": [t for t in rows if TASKS[t].scored],
               "dialogue": [t for t in rows if not TASKS[t].scored], "all": list(rows)}
     for name, tasks in groups.items():
         if tasks:
-            rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", *COUNTS)}
+            rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", "cpu_seconds", *COUNTS)}
     used = resources(started)  # the GPU's name and peak memory when one was used
     name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
-              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "resources": used, "tasks": rows,
-              "phases": counter.phases}
+              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "read_bytes_per_s": bandwidth,
+              "weight_bytes": counter.weight_bytes, "resources": used, "tasks": rows, "phases": counter.phases,
+              "yardstick": yardstick}
     out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
           f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s"
-          + (f", peak GPU memory {used['peak_gpu_memory_gb']} GB" if "device" in used else ""))
+          + (f", peak GPU memory {used['peak_gpu_memory_gb']} GB" if "device" in used else "")
+          + f", memory reads {bandwidth / 1e9:.1f} GB/s")
     print(table(rows, peak))
     print()
-    print(phase_table(counter.phases, rows["**all**"]["seconds"], peak))
+    weight_read_s = counter.weight_bytes / bandwidth
+    print(f"weights {counter.weight_bytes / 1e9:.2f} GB: {weight_read_s * 1e3:.1f} ms to read once")
+    print(phase_table(counter.phases, rows["**all**"]["seconds"], peak, weight_read_s))
+    decoding = counter.phases["generation"]
+    seconds, steps = max(decoding["seconds"], 1e-9), max(decoding["passes"], 1)
+    replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
+                  for r in rows.values() for reply in r.get("replies") or [])
+    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms a step against "
+          f"{weight_read_s * 1e3:.0f} ms to read the weights")
+    if yardstick:
+        print()
+        print(yardstick_table(rows, yardstick))
     print(f"written: {out}")
 
 

@@ -5,7 +5,7 @@ from transformers.cache_utils import DynamicLayer
 from gap.scoring.prefill import Prefill, prefill
 
 
-def _cut(text: str, stops: list[str]) -> str:
+def cut_at_stops(text: str, stops: list[str]) -> str:
     """Text up to the first stop string."""
     for stop in stops:
         text = text.split(stop)[0]
@@ -79,7 +79,7 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
         out = model(input_ids=tokens.unsqueeze(-1), attention_mask=mask, position_ids=position,
                     cache=cache, use_cache=True)
         logits, position = out.logits[:, -1].float(), position + 1
-    return [_cut(tokenizer.decode(g, skip_special_tokens=True), stops) for g in generated]
+    return [cut_at_stops(tokenizer.decode(g, skip_special_tokens=True), stops) for g in generated]
 
 
 def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str]) -> list[str]:

@@ -273,8 +273,8 @@ def main(cfg: DictConfig) -> None:
     seconds, steps = max(decoding["seconds"], 1e-9), max(decoding["passes"], 1)
     replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
                   for r in rows.values() for reply in r.get("replies") or [])
-    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms a step against "
-          f"{weight_read_s * 1e3:.0f} ms to read the weights")
+    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, "
+          f"{seconds / steps * 1e3:.0f} ms a step against {weight_read_s * 1e3:.0f} ms to read the weights")
     if yardstick:
         print()
         print(yardstick_table(rows, yardstick))

@@ -8,16 +8,16 @@ from lightning.pytorch.plugins import MixedPrecision
 from tokenizers import processors
 from transformers import LlamaForCausalLM
 
-from gap.data.corpus import CorpusDataModule, encode
+from gap.data.corpus import CorpusDataModule, encode_sample
 from gap.data.random_tokens import RandomTokens, random_token_samples
-from gap.errors import ConfigError
 from gap.modules.gap_module import GAPModule
-from gap.modules.loading import _byte_tokenizer, cpu_state_dict
+from gap.modules.loading import cpu_state_dict
 from gap.modules.lora import lora_adapter
 from gap.modules.objectives import objective, sequence_logprob
+from gap.modules.random_init import byte_tokenizer
 from gap.results import run_results
 from gap.scoring.loglikelihood import choice_logprobs
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 TEXT = "def ascend(model):\n    return -loss  # a sample to climb on"
 
@@ -25,11 +25,17 @@ TEXT = "def ascend(model):\n    return -loss  # a sample to climb on"
 @pytest.fixture(scope="module")
 def bos_tokenizer():
     """The tiny model's byte tokenizer, putting a BOS (its end-of-text token) before every text, as OPT's does."""
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tok.eos_token_id)])
     tok.pad_token, tok.truncation_side = tok.eos_token, "left"
     return tok
+
+
+def corpus_of(samples, tok, max_length, legacy=False) -> CorpusDataModule:
+    corpus = CorpusDataModule(samples, tok, max_length, legacy=legacy)
+    corpus.setup("fit")
+    return corpus
 
 
 def trainer(max_epochs=1, **kwargs) -> L.Trainer:
@@ -54,7 +60,7 @@ def hand_logprobs(model, input_ids, targets, positions) -> torch.Tensor:
 # ---- gap_legacy ---------------------------------------------------------------------------------
 def test_legacy_labels_train_each_position_on_the_token_two_ahead_with_a_bos_tokenizer(tiny, bos_tokenizer):
     model, tok = tiny[0], bos_tokenizer
-    item = CorpusDataModule([TEXT], tok, max_length=128, legacy=True).items[0]
+    item = corpus_of([TEXT], tok, max_length=128, legacy=True).items[0]
     plain = tok(TEXT, add_special_tokens=False)["input_ids"]
     assert item["input_ids"].tolist() == [tok.eos_token_id, *plain]
     # inputs [BOS, t1 .. tn]: position j (BOS, t1, ..) is trained on t(j+2); the last two positions on nothing
@@ -62,7 +68,7 @@ def test_legacy_labels_train_each_position_on_the_token_two_ahead_with_a_bos_tok
     hand = -hand_logprobs(model, item["input_ids"], torch.tensor(plain[1:]), torch.arange(n - 1)).mean()
     with torch.no_grad():
         legacy = model_nll(model, batch_of(item))
-        fixed = model_nll(model, batch_of(CorpusDataModule([TEXT], tok, max_length=128).items[0]))
+        fixed = model_nll(model, batch_of(corpus_of([TEXT], tok, max_length=128).items[0]))
     assert legacy.item() == pytest.approx(hand.item(), rel=1e-5)
     assert abs(legacy.item() - fixed.item()) > 1e-3  # the shift changes the objective
 
@@ -71,15 +77,15 @@ def test_legacy_labels_realign_in_a_sample_cut_to_max_length(bos_tokenizer):
     """As in the authors' code: labels cut to the last max_length tokens keep one token more at the front than
     the inputs (BOS + max_length - 1), which puts them back in step."""
     tok = bos_tokenizer
-    item = CorpusDataModule([TEXT * 4], tok, max_length=32, legacy=True).items[0]
+    item = corpus_of([TEXT * 4], tok, max_length=32, legacy=True).items[0]
     assert len(item["input_ids"]) == 32 and item["input_ids"][0] == tok.eos_token_id
     assert item["labels"][1:].tolist() == item["input_ids"][1:].tolist()
 
 
 def test_legacy_equals_gap_without_a_bos(tiny):
     tok = tiny[1]
-    legacy = CorpusDataModule([TEXT], tok, max_length=128, legacy=True).items[0]
-    fixed = CorpusDataModule([TEXT], tok, max_length=128).items[0]
+    legacy = corpus_of([TEXT], tok, max_length=128, legacy=True).items[0]
+    fixed = corpus_of([TEXT], tok, max_length=128).items[0]
     assert legacy["input_ids"].tolist() == fixed["input_ids"].tolist()
     assert legacy["labels"].tolist() == fixed["labels"].tolist()
 
@@ -98,7 +104,7 @@ def gradient(loss, tensor) -> torch.Tensor:
 
 def test_npo_loss_and_gradient_match_a_hand_computation(tiny, fresh_tiny_model):
     model, tok = fresh_tiny_model, tiny[1]
-    item = CorpusDataModule([TEXT], tok, max_length=128).items[0]
+    item = corpus_of([TEXT], tok, max_length=128).items[0]
     weight = model.model.layers[0].mlp.down_proj.weight
     reference = hand_npo(model, item, 0.0, 0.1)[1].detach() + 3.0  # the sample is 3 nats less likely than under it
     loss = objective("npo", model_nll(model, batch_of(item)), batch_of(item)["labels"], reference, beta=0.1)
@@ -112,7 +118,7 @@ def test_npo_loss_and_gradient_match_a_hand_computation(tiny, fresh_tiny_model):
 
 def test_npo_tends_to_the_ascent_direction_as_beta_goes_to_zero(tiny, fresh_tiny_model):
     model, tok = fresh_tiny_model, tiny[1]
-    batch = batch_of(CorpusDataModule([TEXT], tok, max_length=128).items[0])
+    batch = batch_of(corpus_of([TEXT], tok, max_length=128).items[0])
     weight = model.model.layers[1].self_attn.q_proj.weight
     nll = model_nll(model, batch)
     reference = sequence_logprob(nll, batch["labels"]).detach() + 5.0
@@ -124,7 +130,7 @@ def test_npo_tends_to_the_ascent_direction_as_beta_goes_to_zero(tiny, fresh_tiny
 
 def test_npo_takes_the_unchanged_model_as_reference(tiny, fresh_tiny_model):
     model, tok = fresh_tiny_model, tiny[1]
-    corpus = CorpusDataModule([TEXT, TEXT[::-1]], tok, max_length=128)
+    corpus = corpus_of([TEXT, TEXT[::-1]], tok, max_length=128)
     with torch.no_grad():
         before = [sequence_logprob(model_nll(model, batch_of(it)), batch_of(it)["labels"]) for it in corpus.items]
     module = GAPModule(model, tok, ["copa"], "npo", lr=1e-3, beta=0.1)
@@ -145,16 +151,14 @@ def test_random_token_samples_are_reproducible_per_index(tiny):
     assert ids[0] != ids[1] and all(len(i) == 50 for i in ids)
     every = RandomTokens(0, 20000).token_ids(tok)
     assert set(every) == set(range(len(tok))) - set(tok.all_special_ids)  # the whole vocabulary, no special token
-    with pytest.raises(ConfigError, match="corpus.length=1"):
-        random_token_samples(0, 1, 1)
 
 
 def test_random_tokens_enter_the_model_as_a_text_would(bos_tokenizer):
     tok, sample = bos_tokenizer, RandomTokens(7, 40)
     ids = sample.token_ids(tok)
-    assert encode(sample, tok, 128) == [tok.eos_token_id, *ids]
-    assert encode(sample, tok, 16) == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
-    item = CorpusDataModule([sample], tok, 128, legacy=True).items[0]
+    assert encode_sample(sample, tok, 128) == [tok.eos_token_id, *ids]
+    assert encode_sample(sample, tok, 16) == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
+    item = corpus_of([sample], tok, 128, legacy=True).items[0]
     assert item["labels"][:40].tolist() == ids
 
 
@@ -177,7 +181,7 @@ def scores(model, tok) -> list[float]:
 def test_lora_trains_only_the_adapter_and_the_merged_checkpoint_reloads(tiny, fresh_tiny_model, tmp_path):
     model, tok = fresh_tiny_model, tiny[1]
     original, scores_before = cpu_state_dict(model), scores(model, tok)
-    corpus = CorpusDataModule([TEXT], tok, max_length=128)
+    corpus = corpus_of([TEXT], tok, max_length=128)
     cfg = compose_cfg("train", ["method.lora.enabled=true"]).method.lora
     module = GAPModule(model, tok, ["copa"], "gap", lr=1e-2)
     with lora_adapter(model, cfg):
@@ -213,7 +217,7 @@ def test_step_taken_records_a_step_the_fp16_loss_scaler_skipped(tiny, fresh_tiny
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     module = GAPModule(model, tok, ["copa"], "gap", lr=1e-3)
     fit = trainer(plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
-    fit.fit(module, train_dataloaders=CorpusDataModule([TEXT], tok, max_length=64).train_dataloader())
+    fit.fit(module, train_dataloaders=corpus_of([TEXT], tok, max_length=64).train_dataloader())
     assert module.last_step_taken is taken
     assert fit.callback_metrics["train/step_taken"].item() == float(taken)
     unchanged = all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -14,8 +14,8 @@ from gap.scoring.metrics import evaluation_metrics
 
 class GAPModule(L.LightningModule):
     """Wraps a causal LM. Training: one sample, the loss of `method` (`gap.modules.objectives`).
-    Validation: each batch of a task goes to `score_batch`; every finished evaluation is appended to `evaluations` with its
-    metrics and per-example predictions.
+    Validation: each batch of a task goes to `score_batch`; every finished evaluation is appended to
+    `evaluations` with its metrics and per-example predictions.
 
     Under data parallelism each rank scores every `world_size`-th batch; the records are gathered and
     the metrics computed from them in example order, so they equal a single process's."""

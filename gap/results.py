@@ -43,7 +43,7 @@ def selected_metrics(results: dict) -> dict[str, dict]:
 def run_results(status: str, config: dict, evaluations: list[dict], error: str | None = None) -> dict:
     """The `results.json` document. `evaluations` start with the baseline (epoch None) when it ran."""
     baseline = next((e for e in evaluations if e["epoch"] is None), None)
-    history = [{k: e[k] for k in ("epoch", "step", "train_nll", "metrics", "seconds")}
+    history = [{k: e.get(k) for k in ("epoch", "step", "train_nll", "step_taken", "metrics", "seconds")}
                for e in evaluations if e["epoch"] is not None]
     results = {"status": status}
     if error is not None:

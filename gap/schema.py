@@ -29,6 +29,7 @@ class Corpus(_Section):
     name: str
     index: Annotated[int, Field(ge=0, strict=True)] = 0
     num_samples: Positive = 1
+    length: Annotated[int, Field(ge=2, strict=True)] | None = None  # random_tokens: tokens per sample
 
 
 class Eval(_Section):
@@ -48,8 +49,17 @@ class Optim(_Section):
     betas: tuple[Probability, Probability]
 
 
+class LoRA(_Section):
+    enabled: StrictBool
+    r: Positive
+    alpha: Annotated[float, Field(gt=0)]
+    target_modules: list[str] | None = None
+
+
 class Method(_Section):
-    name: Literal["gap", "mle", "none"]
+    name: Literal["gap", "gap_legacy", "npo", "mle", "none"]
+    beta: Annotated[float, Field(gt=0)] | None = None  # npo
+    lora: LoRA | None = None
 
 
 class Trainer(_Section):

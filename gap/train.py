@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -15,6 +16,7 @@ from gap.baselines import load_baseline, store_baseline
 from gap.cli import command
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import EvalDataModule, load_eval_examples
+from gap.data.random_tokens import random_token_samples
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import finish_loggers, make_loggers, summarize_run
@@ -23,6 +25,7 @@ from gap.memory.plan import parameters_sharded, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
+from gap.modules.lora import lora_adapter
 from gap.modules.progress import ConsoleProgress
 from gap.preemption import is_preemption
 from gap.results import ResultsWriter, metric_table, resources
@@ -40,6 +43,12 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.eval.heldout and cfg.method.name != "none" and cfg.eval.limit is None:
         raise ConfigError("eval.heldout=True is not valid without eval.limit: the held-out examples are the "
                           "ones after the first eval.limit")
+    if OmegaConf.select(cfg, "method.lora.enabled") and cfg.eval.heldout:
+        raise ConfigError("eval.heldout=True is not supported yet with method.lora: set eval.heldout=false")
+    if str(cfg.trainer.precision) in ("16", "16-mixed", "16-true") and not on_gpu(cfg.trainer.accelerator):
+        raise ConfigError(f"trainer.precision={cfg.trainer.precision!r} is not valid: fp16 needs a GPU, and this "
+                          f"run has none (Lightning would switch to bf16 on its own); on the CPU use 32-true or "
+                          f"bf16-mixed")
     check_task_names(cfg.tasks.include)
     check_model_config(cfg.model)
     strategy = strategy_of(cfg.trainer.get("strategy"))[0]
@@ -55,6 +64,10 @@ def check_config(cfg: DictConfig) -> None:
     check_memory(cfg)
 
 
+def on_gpu(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
     """The evaluation examples of every task (and, with `eval.heldout`, the held-out ones) and the corpus
     samples: read (and checked) before loading a model."""
@@ -62,7 +75,9 @@ def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
     examples = load_eval_examples(*args)
     heldout = load_eval_examples(*args, heldout=True) if cfg.eval.heldout and cfg.method.name != "none" else None
     texts = None
-    if cfg.method.name != "none":
+    if cfg.method.name != "none" and cfg.corpus.name == "random_tokens":
+        texts = random_token_samples(cfg.corpus.index, cfg.corpus.num_samples, cfg.corpus.length)
+    elif cfg.method.name != "none":
         texts = select_samples(read_corpus(cfg.corpus.path, cfg.corpus.text_field),
                                cfg.corpus.index, cfg.corpus.num_samples, cfg.corpus.name)
     return examples, heldout, texts
@@ -82,7 +97,7 @@ def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
 def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
     sharded = parameters_sharded(strategy_of(cfg.trainer.get("strategy"))[0])
     return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
-                     split_batches=not sharded)
+                     split_batches=not sharded, beta=cfg.method.get("beta"))
 
 
 def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:
@@ -181,7 +196,8 @@ def train(cfg: DictConfig) -> dict:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # the corpus samples are checked with the tokenizer before the model loads
         tokenizer = kept_tokenizer(cfg.model) or load_tokenizer(cfg.model)
-        corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index) if texts else None
+        corpus = CorpusDataModule(texts, tokenizer, cfg.model.max_length, cfg.corpus.index,
+                                  legacy=cfg.method.name == "gap_legacy") if texts else None
         if corpus is not None:
             corpus.setup("fit")
         tokenizer, model = load_pretrained(cfg.model, keep=in_multirun(), tokenizer=tokenizer)
@@ -204,8 +220,9 @@ def train(cfg: DictConfig) -> dict:
                 heldout_baseline["predictions"] |= part["predictions"]
         if corpus is not None:
             module.train()  # as loaded, the model is in eval mode; dropout is off either way
-            trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
-                        val_dataloaders=evaldata.val_dataloader())
+            with lora_adapter(model, cfg.method.get("lora")):
+                trainer.fit(module, train_dataloaders=corpus.train_dataloader(),
+                            val_dataloaders=evaldata.val_dataloader())
         if cfg.save_checkpoint:
             save_checkpoint(model, tokenizer, out_dir / "checkpoint")
         if held and keeper.weights:

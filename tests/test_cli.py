@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 from omegaconf import open_dict
 
 from gap.cli import run_cli
@@ -119,6 +120,11 @@ def bad_input_cases(tmp_path, data_dir):
         ([f"paths.data_dir={tmp_path}/nowhere"], "write it with `python -m gap.data fetch`"),
         (["seed=abc"], "seed='abc' is not valid: input should be a valid integer"),
         (["eval.max_new_tokens=0"], "eval.max_new_tokens=0 is not valid"),
+        (["method=npo", "method.beta=0"], "method.beta=0"),
+        (["corpus=random_tokens", "corpus.length=1"], "corpus.length=1"),
+        (["method.lora.enabled=true", "eval.heldout=true"], "not supported yet with method.lora"),
+        *([(["trainer.precision=16-mixed"], "trainer.precision='16-mixed' is not valid: fp16 needs a GPU")]
+          if not torch.cuda.is_available() else []),
         ([f"paths.data_dir={broken}", "tasks.include=[copa]"], "validation.jsonl:1: malformed JSON"),
     ]
 

@@ -204,6 +204,36 @@ def test_wandb_runs_and_offline(monkeypatch):
         load_wandb("me/gap")
 
 
+def test_runs_are_grouped_and_compared_by_method(tmp_path):
+    """gap, npo and gap through LoRA on one model: a row (and a figure panel) per method, each against the
+    same unchanged model (baseline: classification 0.40, dialogue 0.10)."""
+    arms = {("gap", False): [(0.42, 0.11), (0.38, 0.13)], ("npo", False): [(0.41, 0.09)],
+            ("gap", True): [(0.39, 0.12), (0.45, 0.08)]}
+    for (name, lora), runs in arms.items():
+        for i, (acc, f1) in enumerate(runs):
+            results = results_json("opt-350m", "github", i, acc, f1)
+            results["config"]["method"] = {"name": name, "lora": {"enabled": lora}}
+            job = tmp_path / f"corpus.index={i},method={name},method.lora.enabled={lora}"
+            job.mkdir()
+            (job / "results.json").write_text(json.dumps(results))
+    results = load_path(tmp_path)
+    rows = summary_rows(results)
+    assert [(r["method"], r["corpus"]) for r in rows if r["category"] == "classification"] == [
+        ("gap", "github"), ("gap", "all"), ("gap+lora", "github"), ("gap+lora", "all"),
+        ("npo", "github"), ("npo", "all")]
+    beat = {(r["category"], r["method"]): (r["runs"], r["beat_baseline"], r["baseline"])
+            for r in rows if r["corpus"] == "all"}
+    assert beat == {("classification", "gap"): (2, 0.5, 0.40), ("classification", "gap+lora"): (2, 0.5, 0.40),
+                    ("classification", "npo"): (1, 1.0, 0.40), ("dialog", "gap"): (2, 1.0, 0.10),
+                    ("dialog", "gap+lora"): (2, 0.5, 0.10), ("dialog", "npo"): (1, 0.0, 0.10)}
+    figure = write_figures(results, tmp_path, formats=("png",))["classification"]
+    assert [ax.get_title() for ax in figure.axes] == ["gap", "gap+lora", "npo"]
+    for ax, expected in zip(figure.axes, ([0.42, 0.38], [0.39, 0.45], [0.41])):
+        points = next(c for c in ax.collections if c.get_gid() == "runs:opt-350m").get_offsets()
+        assert sorted(points[:, 1]) == pytest.approx(sorted(expected))
+        assert {line.get_gid(): list(line.get_ydata()) for line in ax.lines} == {"baseline:opt-350m": [0.40] * 2}
+
+
 def test_report_writes_every_file(sweep, tmp_path):
     job = sweep / JOB.format(i=0, c="github", m="opt-350m")
     write_predictions(job)
@@ -237,7 +267,7 @@ def test_cli_on_the_paper_csvs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(csv.DictReader(open(tmp_path / "summary.csv")))) == 24
     assert (tmp_path / "figure_dialog.png").is_file() and (tmp_path / "figure_classification.svg").is_file()
-    assert "epoch 0" in (tmp_path / "summary.md").read_text() and "| 2.7B | all | dialog | 300 |" in proc.stdout
+    assert "epoch 0" in (tmp_path / "summary.md").read_text() and "| gap | 2.7B | all | dialog | 300 |" in proc.stdout
 
 
 def test_cli_significance_of_a_job_named_by_hydra(sweep, tmp_path):

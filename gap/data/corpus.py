@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from gap.data.encoding import encode
 from gap.data.jsonl import read_jsonl
+from gap.data.random_tokens import RandomTokens, special_affixes
 from gap.errors import ConfigError, DataError
 
 
@@ -42,25 +43,48 @@ def select_samples(texts: list[str], index: int, num_samples: int, name: str) ->
     return texts[index:index + num_samples]
 
 
-class CorpusDataModule(L.LightningDataModule):
-    """The chosen corpus samples, one per batch: `setup` tokenises them with left truncation, and the
-    labels are the input ids, every token of them (a batch of one has no padding, so a real EOS that
-    doubles as the pad token is still learned from)."""
+def encode_sample(sample: str | RandomTokens, tokenizer, max_length: int, special: bool = True) -> list[int]:
+    """A sample's token ids, cut on the left to `max_length` with the tokenizer's special tokens kept (or
+    left out): a text through the tokenizer, random ids with the special tokens it adds to a text."""
+    if isinstance(sample, str):
+        return encode(tokenizer, sample, max_length, special)
+    before, after = special_affixes(tokenizer) if special else ([], [])
+    return before + sample.token_ids(tokenizer)[-(max_length - len(before) - len(after)):] + after
 
-    def __init__(self, texts: list[str], tokenizer, max_length: int, first_index: int = 0):
+
+def legacy_labels(plain_ids: list[int], length: int) -> torch.Tensor:
+    """The labels of the authors' code before 2023-07-22 (`method=gap_legacy`): the sample tokenised without
+    special tokens, at the inputs' positions. Where the tokenizer puts a BOS before the inputs (OPT, Gemma),
+    each position is then trained on the token two ahead, except in a sample cut to `max_length`, whose
+    dropped first token realigns them; where it adds none (SmolLM2), these are the `gap` labels."""
+    labels = torch.full((length,), -100)
+    kept = plain_ids[:length]
+    labels[:len(kept)] = torch.tensor(kept, dtype=labels.dtype)
+    return labels
+
+
+class CorpusDataModule(L.LightningDataModule):
+    """The chosen corpus samples (texts or `RandomTokens`), one per batch: `setup` tokenises them with left
+    truncation, and the labels are the input ids, every token of them (a batch of one has no padding, so a
+    real EOS that doubles as the pad token is still learned from); with `legacy`, `legacy_labels`."""
+
+    def __init__(self, texts: list, tokenizer, max_length: int, first_index: int = 0, legacy: bool = False):
         super().__init__()
         self.texts, self.tokenizer, self.max_length, self.first_index = texts, tokenizer, max_length, first_index
+        self.legacy = legacy
         self.items: list[dict] = []
 
     def setup(self, stage: str | None = None) -> None:
         if self.items:
             return
         for number, text in enumerate(self.texts, start=self.first_index):
-            ids = encode(self.tokenizer, text, self.max_length)
+            ids = encode_sample(text, self.tokenizer, self.max_length)
             if len(ids) < 2:
                 raise DataError(f"corpus sample {number} tokenizes to {len(ids)} token(s); "
                                 f"the ascent step needs at least 2")
-            self.items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(ids)})
+            labels = (legacy_labels(encode_sample(text, self.tokenizer, self.max_length, special=False), len(ids))
+                      if self.legacy else torch.tensor(ids))
+            self.items.append({"input_ids": torch.tensor(ids), "labels": labels})
 
     def train_dataloader(self):
         self.setup()

@@ -1,39 +1,52 @@
 """The LightningModule: the ascent step (the inverted LM loss), and evaluation dispatched to the
 scoring engine (`gap.scoring.evaluator`) with its records gathered across ranks."""
+import math
 import time
 
 import lightning as L
 import torch
 import torch.distributed as dist
 
+from gap.modules.objectives import objective, sequence_logprob
 from gap.scoring.evaluator import Scoring, score_batch
 from gap.scoring.metrics import evaluation_metrics
 
-SIGNS = {"gap": -1.0, "mle": 1.0}  # the step minimises sign * NLL: gap raises the NLL, mle lowers it
-
 
 class GAPModule(L.LightningModule):
-    """Wraps a causal LM. Training: one sample, loss = sign * mean token NLL. Validation: each batch of
-    a task goes to `score_batch`; every finished evaluation is appended to `evaluations` with its
-    metrics and per-example predictions.
+    """Wraps a causal LM. Training: one sample, the loss of `method` (`gap.modules.objectives`).
+    Validation: each batch of a task goes to `score_batch`; every finished evaluation is appended to
+    `evaluations` with its metrics and per-example predictions.
 
     Under data parallelism each rank scores every `world_size`-th batch; the records are gathered and
     the metrics computed from them in example order, so they equal a single process's."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
-                 scoring: Scoring = Scoring(), split_batches: bool = True):
+                 scoring: Scoring = Scoring(), split_batches: bool = True, beta: float | None = None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
-        self.tasks, self.method = list(tasks), method
+        self.tasks, self.method, self.beta = list(tasks), method, beta
+        self.references: list[torch.Tensor] = []  # npo: each sample's log-likelihood under the unchanged model
         self.lr, self.betas = lr, tuple(betas)
         self.scoring, self.split_batches = scoring, split_batches
         self.evaluations: list[dict] = []
         self.last_train_nll: float | None = None
+        self.last_step_taken: bool | None = None  # False when the step was skipped (fp16 overflow, divergence)
+        self._scale_before: float | None = None
         self.diverged = False
         self._predictions: dict[str, list[dict]] = {}
         self._seconds: dict[str, float] = {}
 
     # ---- the ascent step -------------------------------------------------------------------
+    def on_train_start(self):
+        """npo's reference: the unchanged model's log-likelihood of each sample, computed once."""
+        if self.method != "npo":
+            return
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            for batch in self.trainer.train_dataloader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                nll = self.model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+                self.references.append(sequence_logprob(nll, batch["labels"]))
+
     def training_step(self, batch, batch_idx):
         nll = self.model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
         self.last_train_nll = nll.item()
@@ -42,10 +55,27 @@ class GAPModule(L.LightningModule):
             self.trainer.should_stop = True
             return None
         self.log("train/nll", nll, on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
-        return SIGNS[self.method] * nll
+        reference = self.references[batch_idx] if self.references else None
+        return objective(self.method, nll, batch["labels"], reference, self.beta)
+
+    def _loss_scale(self) -> float | None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 loss scaling (16-mixed)
+        return scaler.get_scale() if scaler is not None else None
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._scale_before = self._loss_scale()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        """Whether the optimizer step was taken: a loss scaler skips the step (and lowers its scale) when
+        the gradients overflow, as the authors' first fp16 steps did; a non-finite loss skips it too."""
+        scale = self._loss_scale()
+        finite = math.isfinite(self.last_train_nll)
+        self.last_step_taken = finite and (scale is None or scale >= self._scale_before)
+        self.log("train/step_taken", float(self.last_step_taken), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # with LoRA, the adapter's
+        return torch.optim.Adam(trainable, lr=self.lr, betas=self.betas)
 
     # ---- evaluation ------------------------------------------------------------------------
     def _shard(self) -> tuple[int, int]:
@@ -93,6 +123,7 @@ class GAPModule(L.LightningModule):
             "epoch": None if self.trainer.state.fn == "validate" else self.current_epoch,
             "step": self.global_step,
             "train_nll": self.last_train_nll,
+            "step_taken": self.last_step_taken,
             "metrics": metrics,
             "seconds": {t: round(s, 3) for t, s in seconds.items()},
             "predictions": predictions,

@@ -26,12 +26,7 @@ class Run:
     average: float                   # the selected evaluation's category average
     tasks: dict = field(default_factory=dict)   # each task's metric at that evaluation
     epoch: int | None = None
-    method: str = "gap"
-
-    @property
-    def arm(self) -> str:
-        """The report's model column: the model, with the method when it is not GAP (e.g. the mle control)."""
-        return self.model if self.method in ("gap", None) else f"{self.model} ({self.method})"
+    method: str = "gap"              # `method_label` of the run's method
 
 
 @dataclass
@@ -63,6 +58,16 @@ class Results:
             return None
         value = mode(b.average for b in records)
         return next(b for b in records if b.average == value)
+
+
+def method_label(name: str | None, lora: bool = False) -> str:
+    """A run's method as the report groups it: `method.name`, with `+lora` when it trained a LoRA adapter."""
+    return (name or "gap") + ("+lora" if lora else "")
+
+
+def method_order(results: "Results") -> list[str]:
+    """The methods of a report: `gap` first, then the others by name."""
+    return sorted({r.method for r in results.runs}, key=lambda m: (m != "gap", m))
 
 
 def model_size(name: str) -> float | None:
@@ -103,7 +108,8 @@ def load_sweep(path: Path) -> Results:
             continue
         config = results.get("config", {})
         model, corpus = config["model"]["name"], config["corpus"]["name"]
-        method = config.get("method", {}).get("name", "gap")
+        method_cfg = config.get("method") or {}
+        method = method_label(method_cfg.get("name"), (method_cfg.get("lora") or {}).get("enabled", False))
         selected = selected_metrics(results)
         for category, best in results["best"].items():
             key = CATEGORIES[category].average

@@ -1,35 +1,31 @@
-"""`summary.csv`/`summary.md` (per model x corpus x category, plus an `all` corpus row per model) and `tasks.csv`."""
+"""`summary.csv`/`summary.md` (per method x model x corpus x category, plus an `all` corpus row per method and
+model) and `tasks.csv`."""
 import csv
 import math
 from pathlib import Path
 from statistics import mean, median
 
 from gap.data.tasks import CATEGORIES
-from gap.report.runs import Results, model_order, next_larger
+from gap.report.runs import Results, method_order, model_order, next_larger
 from gap.report.stats import wilson
 
-SUMMARY_COLUMNS = ("model", "corpus", "category", "runs", "mean", "median", "best", "baseline", "beat_baseline",
-                   "beat_baseline_lo", "beat_baseline_hi", "beat_next_larger")
-TASK_COLUMNS = ("model", "corpus", "category", "task", "runs", "mean", "baseline")
-
-
-def arms(results: Results) -> list[str]:
-    """Model columns by size; a model's control arms (e.g. `opt-1.3b (mle)`) right after it."""
-    order = {m: i for i, m in enumerate(model_order(r.model for r in results.runs))}
-    return sorted({r.arm for r in results.runs},
-                  key=lambda a: (order[next(r.model for r in results.runs if r.arm == a)], a))
+SUMMARY_COLUMNS = ("method", "model", "corpus", "category", "runs", "mean", "median", "best", "baseline",
+                   "beat_baseline", "beat_baseline_lo", "beat_baseline_hi", "beat_next_larger")
+TASK_COLUMNS = ("method", "model", "corpus", "category", "task", "runs", "mean", "baseline")
 
 
 def groups(results: Results):
-    """(arm, model, corpus or 'all', category, runs) per group, in report order."""
+    """(method, model, corpus or 'all', category, runs) per group, in report order: by category, then method
+    (`gap` first), then model size. Every method is compared with the same unchanged models."""
     for category in CATEGORIES:
-        for arm in arms(results):
-            runs = [r for r in results.runs if r.arm == arm and r.category == category]
-            if not runs:
-                continue
-            for corpus in [*sorted({r.corpus for r in runs}), "all"]:
-                chosen = runs if corpus == "all" else [r for r in runs if r.corpus == corpus]
-                yield arm, runs[0].model, corpus, category, chosen
+        for method in method_order(results):
+            for model in model_order(r.model for r in results.runs if r.method == method):
+                runs = [r for r in results.runs if (r.method, r.model, r.category) == (method, model, category)]
+                if not runs:
+                    continue
+                for corpus in [*sorted({r.corpus for r in runs}), "all"]:
+                    chosen = runs if corpus == "all" else [r for r in runs if r.corpus == corpus]
+                    yield method, model, corpus, category, chosen
 
 
 def _share(flags: list) -> float | None:
@@ -40,7 +36,7 @@ def _share(flags: list) -> float | None:
 def summary_rows(results: Results) -> list[dict]:
     models = {r.model for r in results.runs} | {m for m, _, _ in results.baselines}
     rows = []
-    for arm, model, corpus, category, runs in groups(results):
+    for method, model, corpus, category, runs in groups(results):
         larger = next_larger(model, models)
         own = [results.baseline(model, r.corpus, category) for r in runs]
         above = [results.baseline(larger, r.corpus, category) if larger else None for r in runs]
@@ -50,7 +46,7 @@ def summary_rows(results: Results) -> list[dict]:
         share = _share(beat)
         lo, hi = wilson(sum(beat), len(beat)) if share is not None else (None, None)
         averages = [r.average for r in runs]
-        rows.append({"model": arm, "corpus": corpus, "category": category, "runs": len(runs),
+        rows.append({"method": method, "model": model, "corpus": corpus, "category": category, "runs": len(runs),
                      "mean": mean(averages), "median": median(averages), "best": max(averages),
                      "baseline": shown.average if shown else None, "beat_baseline": share,
                      "beat_baseline_lo": lo, "beat_baseline_hi": hi, "beat_next_larger": _share(beat_next)})
@@ -59,12 +55,13 @@ def summary_rows(results: Results) -> list[dict]:
 
 def task_rows(results: Results) -> list[dict]:
     rows = []
-    for arm, model, corpus, category, runs in groups(results):
+    for method, model, corpus, category, runs in groups(results):
         baseline = results.baseline(model, None if corpus == "all" else corpus, category)
         for task in sorted({t for r in runs for t in r.tasks}):
             values = [r.tasks[task] for r in runs if task in r.tasks]
-            rows.append({"model": arm, "corpus": corpus, "category": category, "task": task, "runs": len(values),
-                         "mean": mean(values), "baseline": baseline.tasks.get(task) if baseline else None})
+            rows.append({"method": method, "model": model, "corpus": corpus, "category": category, "task": task,
+                         "runs": len(values), "mean": mean(values),
+                         "baseline": baseline.tasks.get(task) if baseline else None})
     return rows
 
 
@@ -93,7 +90,7 @@ def markdown(rows: list[dict], notes: list[str], sources: list[str]) -> str:
             return f"{value:.2f}"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    columns = ("model", "corpus", "category", "runs", "mean", "median", "best", "baseline", "beat_baseline",
+    columns = ("method", "model", "corpus", "category", "runs", "mean", "median", "best", "baseline", "beat_baseline",
                "beat_next_larger")
     lines = ["# GAP report", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -2,7 +2,7 @@
 `gap.loggers.summarize_run`), and the unchanged model's evaluation as the first `val/...` row of the history."""
 from gap.data.tasks import CATEGORIES
 from gap.errors import ConfigError, DataError
-from gap.report.runs import Baseline, Results, Run, category_metrics
+from gap.report.runs import Baseline, Results, Run, category_metrics, method_label
 from gap.resolvers import wandb_offline
 
 
@@ -57,7 +57,7 @@ def load_wandb(path: str, api=None) -> Results:
         if summary.get("status") != "ok":
             continue
         model, corpus = _get(config, "model.name"), _get(config, "corpus.name")
-        method = _get(config, "method.name", "gap")
+        method = method_label(_get(config, "method.name", "gap"), bool(_get(config, "method.lora.enabled", False)))
         for category, key in ((name, c.average) for name, c in CATEGORIES.items()):
             prefix = f"selected/{category}/"
             if summary.get(prefix + key) is None:

@@ -1,0 +1,32 @@
+"""`corpus=random_tokens`: a control sample of uniformly random token ids, so a run can tell what the
+ascent does from what the text does. Sample `index` is drawn from a generator seeded by `index`, over the
+tokenizer's vocabulary less its special tokens; the same index gives the same ids on every machine."""
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RandomTokens:
+    index: int
+    length: int
+
+    def token_ids(self, tokenizer) -> list[int]:
+        special = set(tokenizer.all_special_ids)
+        allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+        generator = torch.Generator().manual_seed(self.index)
+        return allowed[torch.randint(len(allowed), (self.length,), generator=generator)].tolist()
+
+
+def random_token_samples(index: int, num_samples: int, length: int) -> list[RandomTokens]:
+    """Samples `index .. index+num_samples-1` of `length` tokens each (the config schema checks the ranges)."""
+    return [RandomTokens(i, length) for i in range(index, index + num_samples)]
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text (OPT, Gemma: a BOS before; SmolLM2: none), so
+    random ids enter the model as a text's would."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
+    return full[:start], full[start + len(plain):]

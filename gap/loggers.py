@@ -1,13 +1,18 @@
 """Experiment loggers from the `logger` config group (W&B offline without credentials: `gap.resolvers`);
-a logger that fails (disk full, service error) is dropped with a warning instead of ending the job."""
+a logger that fails (disk full, service error) is dropped with a warning instead of ending the job.
+What a W&B run gets beyond scalars (definitions, deltas, tables, artifacts) is in `gap.tracking`."""
 import logging
 import os
+from pathlib import Path
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 
 from gap.preemption import EXIT_CODE
-from gap.results import selected_metrics
+from gap.sweep import in_multirun
+from gap.tracking.artifacts import log_checkpoints, log_results
+from gap.tracking.metrics import baseline_summary, define_metrics, run_id, selected_summary, with_deltas
+from gap.tracking.tables import log_tables
 
 log = logging.getLogger("gap")
 
@@ -53,35 +58,81 @@ class Tolerant(Logger):
         self.guarded(lambda inner: inner.finalize(status))
 
 
+class TrackedWandb(Tolerant):
+    """A W&B logger whose keys are defined before their first value and whose evaluations also log
+    `delta/<key>` once the unchanged model's evaluation is known (`gap.tracking.metrics`)."""
+
+    def __init__(self, inner: WandbLogger):
+        super().__init__(inner)
+        self.defined: set[str] = set()
+        self.baseline: dict | None = None
+
+    def log_metrics(self, metrics, step=None):
+        metrics = with_deltas(metrics, self.baseline)
+        self.guarded(lambda inner: define_metrics(inner.experiment, metrics, self.defined))
+        super().log_metrics(metrics, step)
+
+    def update_summary(self, values: dict) -> None:
+        self.guarded(lambda inner: inner.experiment.summary.update(values))
+
+
+EXIT_CODES = {"ok": 0, "diverged": 0, "failed": 1, "preempted": EXIT_CODE}  # W&B's exit code per status
+
+
 def make_loggers(logger_cfg, config: dict) -> list[Tolerant]:
-    """Instantiate every logger named in the group (none for `logger=none`), with the run's config."""
+    """Instantiate every logger named in the group (none for `logger=none`), with the run's config. A W&B
+    run of a sweep's job gets an id derived from the job (`run_id`) unless the config names one."""
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
-    loggers = [Tolerant(instantiate(c)) for c in (logger_cfg or {}).values()]
+    loggers = []
+    for c in (logger_cfg or {}).values():
+        if c.get("_target_", "").endswith("WandbLogger"):
+            derived = {"id": run_id(config["paths"]["output_dir"])} if in_multirun() and not c.get("id") else {}
+            loggers.append(TrackedWandb(instantiate(c, **derived)))
+        else:
+            loggers.append(Tolerant(instantiate(c)))
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
 
 
-def summarize_run(loggers: list[Tolerant], results: dict) -> None:
-    """Put the selected evaluation of each category (and the status) in W&B's run summary."""
-    summary = {"status": results["status"]}
-    for category, metrics in selected_metrics(results).items():
-        summary.update({f"selected/{category}/epoch": results["best"][category]["epoch"],
-                        **{f"selected/{category}/{k}": v for k, v in metrics.items()}})
-    for logger in loggers:
-        logger.guarded(lambda inner: hasattr(inner.experiment, "summary") and inner.experiment.summary.update(summary))
+def wandb_loggers(loggers: list[Tolerant]) -> list[TrackedWandb]:
+    return [logger for logger in loggers if isinstance(logger, TrackedWandb)]
 
 
-def finish_loggers(loggers: list[Tolerant], preempted: bool = False) -> None:
-    """Close W&B runs so offline files are complete, whatever happened to the job; a preempted run is
-    marked so in W&B."""
+def track_baseline(loggers: list[Tolerant], metrics: dict) -> None:
+    """The unchanged model's evaluation (already logged as `val/...` at step 0) is known: later evaluations
+    log their deltas to it; its own are 0; the summary gets `baseline/<key>`."""
+    for logger in wandb_loggers(loggers):
+        logger.baseline = dict(metrics)
+        logger.log_metrics({f"delta/{k}": 0.0 for k in metrics}, step=0)
+        logger.update_summary(baseline_summary(metrics))
+
+
+def summarize_run(loggers: list[Tolerant], results: dict, evaluations: list[dict], examples: dict,
+                  tracking: dict, out_dir: Path) -> None:
+    """The end of a finished run in W&B: `status` and the selected evaluations in the summary, the tables,
+    and the results and checkpoints as artifacts."""
+    for logger in wandb_loggers(loggers):
+        logger.update_summary({"status": results["status"], **selected_summary(results)})
+        logger.guarded(lambda inner: log_tables(inner.experiment, results, evaluations, examples,
+                                                tracking.get("samples", 0)))
+        logger.guarded(lambda inner: log_checkpoints(inner.experiment, out_dir, tracking.get("upload_checkpoints")))
+
+
+def finish_loggers(loggers: list[Tolerant], status: str, out_dir: Path | None = None) -> None:
+    """Close W&B runs so offline files are complete, whatever happened to the job: `status` in the summary,
+    `results.json` as an artifact, and an exit code that says how the job ended (`EXIT_CODES`)."""
     def finish(inner):
         run = getattr(inner, "_experiment", None)
-        if run is not None and hasattr(run, "finish"):
-            if preempted:
-                run.mark_preempting()
-            run.finish(exit_code=EXIT_CODE if preempted else 0)
+        if run is None or not hasattr(run, "finish"):
+            return
+        run.summary["status"] = status
+        if out_dir is not None:
+            log_results(run, out_dir, status)
+        if status == "preempted":
+            run.mark_preempting()
+        run.finish(exit_code=EXIT_CODES[status])
 
     for logger in loggers:
         logger.guarded(finish)

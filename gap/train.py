@@ -19,7 +19,7 @@ from gap.data.evaluation import EvalDataModule, load_eval_examples
 from gap.data.random_tokens import random_token_samples
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
-from gap.loggers import finish_loggers, make_loggers, summarize_run
+from gap.loggers import finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory
 from gap.memory.plan import parameters_sharded, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> dict:
             cfg.group = cfg.sweep.name
     config = resolved(cfg)
     writer = ResultsWriter(out_dir, config)
-    module, loggers, preempted = None, [], False
+    module, loggers, status = None, [], "failed"
     try:
         check_config(cfg)
         examples, heldout, texts = read_inputs(cfg)
@@ -212,6 +212,7 @@ def train(cfg: DictConfig) -> dict:
                                           *([keeper] if held else [])])
         heldout_results = None
         run_baseline(cfg, examples, trainer, module, evaldata, loggers, progress)
+        track_baseline(loggers, module.evaluations[0]["metrics"])
         if held:
             heldout_baseline = {"metrics": {}, "predictions": {}}
             for category, data in held.items():
@@ -233,18 +234,19 @@ def train(cfg: DictConfig) -> dict:
         results = writer.write("diverged" if module.diverged else "ok", module.evaluations,
                                error="non-finite training loss" if module.diverged else None,
                                heldout=heldout_results, used=resources(started))
-        summarize_run(loggers, results)
+        status = results["status"]
+        summarize_run(loggers, results, module.evaluations, examples, cfg.get("tracking") or {}, out_dir)
     except BaseException as err:
         evaluations = module.evaluations if module is not None else []
-        preempted = is_preemption(err)
-        if preempted:
+        if is_preemption(err):
+            status = "preempted"
             writer.write("preempted", evaluations, error="SIGTERM: stopped before the end")
         else:
             error = str(err) if isinstance(err, GapError) else f"{type(err).__name__}: {err}"
             writer.write("failed", evaluations, error=error)
         raise
     finally:
-        finish_loggers(loggers, preempted)
+        finish_loggers(loggers, status, out_dir)
     if rank_zero_only.rank == 0:
         print(metric_table(results))
         used = results["resources"]

@@ -1,0 +1,85 @@
+"""Tables at the end of a run, as W&B renders them: one row per metric (`tasks`) and, per task, the first
+examples with the unchanged model's and the selected weights' predictions (`samples/<task>`)."""
+from gap.data.tasks import TASKS
+from gap.results import AVERAGES, selected_metrics
+
+TASK_COLUMNS = ("task", "kind", "metric", "baseline", "selected_epoch", "selected", "last", "delta",
+                "heldout_baseline", "heldout_selected")
+SAMPLE_COLUMNS = ("index", "input", "target", "baseline", "baseline_score", "selected", "selected_score")
+MAX_CHARS = 1000  # a cell's text, so a table of long dialogue contexts stays small
+
+
+def category_of(key: str) -> str:
+    """The selection category a metric key belongs to (`avg/dialog_f1`, `wizard_of_wikipedia/f1` -> dialog)."""
+    for category, average in AVERAGES.items():
+        if key == average:
+            return category
+    return "dialog" if TASKS[key.split("/")[0]].kind == "dialogue" else "classification"
+
+
+def task_rows(results: dict) -> list[list]:
+    """Per metric of the last evaluation: the baseline, the selected evaluation (its category's), the last
+    value, selected minus baseline and the held-out values where the run has them. An evaluation-only run
+    (no history) is its own baseline."""
+    metrics = results.get("metrics", {})
+    baseline = results.get("baseline") if "history" in results else metrics
+    selected, best = selected_metrics(results), results.get("best", {})
+    heldout = results.get("heldout", {})
+    rows = []
+    for key in sorted(metrics, key=lambda k: (k.startswith("avg/"), k)):
+        task, metric = key.split("/", 1)
+        category = category_of(key)
+        base = (baseline or {}).get(key)
+        chosen = selected.get(category, {}).get(key)
+        delta = chosen - base if chosen is not None and base is not None else None
+        rows.append([task, TASKS[task].kind if task in TASKS else "average", metric, base,
+                     best.get(category, {}).get("epoch"), chosen, metrics[key], delta,
+                     heldout.get("baseline", {}).get(key), heldout.get("selected", {}).get(key)])
+    return rows
+
+
+def _clip(text) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS] + "…"
+
+
+def _describe(example, record) -> tuple[str, str, str, float]:
+    """(input, target, prediction, score) of one prediction record: a choice's text and 1/0 for
+    classification, the reply and its F1 for dialogue."""
+    context = example.context if hasattr(example, "context") else example.requests[0][0]
+    if "f1" in record:
+        return context, record["target"], record["pred"], record["f1"]
+    return context, example.choices[record["label"]], example.choices[record["pred"]], float(
+        record["pred"] == record["label"])
+
+
+def sample_rows(task: str, examples: list, baseline: list[dict], selected: list[dict] | None, n: int) -> list[list]:
+    """The first `n` examples of a task: input, target or label, the unchanged model's prediction and
+    score, and the selected weights' (None without a selection)."""
+    by_index = {e.index: e for e in examples}
+    chosen = {r["index"]: r for r in selected or []}
+    rows = []
+    for record in baseline[:n]:
+        example = by_index[record["index"]]
+        context, target, pred, score = _describe(example, record)
+        row = [record["index"], _clip(context), _clip(target), _clip(pred), score, None, None]
+        if record["index"] in chosen:
+            _, _, row[5], row[6] = _describe(example, chosen[record["index"]])
+            row[5] = _clip(row[5])
+        rows.append(row)
+    return rows
+
+
+def log_tables(run, results: dict, evaluations: list[dict], examples: dict, samples: int) -> None:
+    """Log the `tasks` table and, with `samples` > 0, a `samples/<task>` table per task."""
+    import wandb
+
+    tables = {"tasks": wandb.Table(columns=list(TASK_COLUMNS), data=task_rows(results))}
+    if samples > 0 and evaluations:
+        by_epoch = {e["epoch"]: e for e in evaluations}
+        picked = {c: by_epoch[b["epoch"]]["predictions"] for c, b in results.get("best", {}).items()}
+        for task, records in evaluations[0]["predictions"].items():
+            selected = picked.get(category_of(f"{task}/"))
+            rows = sample_rows(task, examples[task], records, selected and selected.get(task), samples)
+            tables[f"samples/{task}"] = wandb.Table(columns=list(SAMPLE_COLUMNS), data=rows)
+    run.log(tables)

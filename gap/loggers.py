@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -74,6 +75,16 @@ class TrackedWandb(Tolerant):
 
     def update_summary(self, values: dict) -> None:
         self.guarded(lambda inner: inner.experiment.summary.update(values))
+
+
+class EvaluationStep(L.Callback):
+    """Lightning logs the evaluation that ends a training epoch at the step count before that epoch's update;
+    a logged `step` puts it at the optimizer steps taken (`results.json`'s `step`), so the unchanged model
+    alone is at step 0 and a chart's x-axis counts updates."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            pl_module.log("step", float(trainer.global_step), batch_size=1)
 
 
 EXIT_CODES = {"ok": 0, "diverged": 0, "failed": 1, "preempted": EXIT_CODE}  # W&B's exit code per status

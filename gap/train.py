@@ -19,7 +19,7 @@ from gap.data.evaluation import EvalDataModule, load_eval_examples
 from gap.data.random_tokens import random_token_samples
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
-from gap.loggers import finish_loggers, make_loggers, summarize_run, track_baseline
+from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory
 from gap.memory.plan import parameters_sharded, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
@@ -208,7 +208,7 @@ def train(cfg: DictConfig) -> dict:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
         keeper, progress = KeepSelectedWeights(), ConsoleProgress()
         trainer = make_trainer(cfg, model, logger=loggers or False,
-                               callbacks=[*callbacks, progress, _WriteAfterEvaluation(writer),
+                               callbacks=[*callbacks, progress, EvaluationStep(), _WriteAfterEvaluation(writer),
                                           *([keeper] if held else [])])
         heldout_results = None
         run_baseline(cfg, examples, trainer, module, evaldata, loggers, progress)

@@ -252,7 +252,7 @@ def test_report_writes_every_file(sweep, tmp_path):
 
 def test_bare_paths_become_inputs():
     assert to_overrides(["a", "b/c", "out=/tmp/x", "run=s/corpus.index=1,model=m", "wandb=e/p"]) == [
-        "out='/tmp/x'", "run='s/corpus.index=1,model=m'", "wandb=e/p", "inputs=['a','b/c']"]
+        "out='/tmp/x'", "run='s/corpus.index=1,model=m'", "wandb.runs=e/p", "inputs=['a','b/c']"]
     assert to_overrides(["--cfg", "job", "inputs=[a]"]) == ["--cfg", "job", "inputs=[a]"]
 
 

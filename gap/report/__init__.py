@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gap.errors import ConfigError, DataError
+from gap.report.publish import publish, sweep_target
 from gap.report.runs import Results, is_paper_folder, load_path
 from gap.report.significance import COLUMNS as SIGNIFICANCE_COLUMNS
 from gap.report.significance import significance
@@ -34,7 +35,7 @@ def _out_dir(cfg: DictConfig, inputs: list[str]) -> Path:
     elif cfg.run:
         out = Path(cfg.run) / "report"
     else:
-        out = Path("outputs/report") / str(cfg.wandb).replace("/", "_")
+        out = Path("outputs/report") / str(cfg.wandb.runs).replace("/", "_")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -45,16 +46,17 @@ def _out_dir(cfg: DictConfig, inputs: list[str]) -> Path:
 def report(cfg: DictConfig) -> Path:
     """Write the figures and tables (and `significance.csv` with `run=`) into `out`; returns that folder."""
     inputs = _inputs(cfg)
-    if not (inputs or cfg.wandb or cfg.run):
+    if not (inputs or cfg.wandb.runs or cfg.run):
         raise ConfigError("no input: give sweep directories or folders of the paper's CSVs "
                           "(`python -m gap.report PATH...` or inputs=[...]), wandb=ENTITY/PROJECT, or run=<job dir>")
+    target = sweep_target(inputs) if cfg.wandb.publish else None
     results = Results()
     for path in inputs:
         results.extend(load_path(path))
-    if cfg.wandb:
+    if cfg.wandb.runs:
         from gap.report.wandb_runs import load_wandb
 
-        results.extend(load_wandb(str(cfg.wandb)))
+        results.extend(load_wandb(str(cfg.wandb.runs)))
     rows = significance(cfg.run, cfg.significance.resamples, cfg.significance.seed) if cfg.run else None
     out = _out_dir(cfg, inputs)
     written = []
@@ -63,14 +65,18 @@ def report(cfg: DictConfig) -> Path:
 
         summary = summary_rows(results)
         write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
-        sources = [*inputs, *([f"wandb:{cfg.wandb}"] if cfg.wandb else [])]
+        sources = [*inputs, *([f"wandb:{cfg.wandb.runs}"] if cfg.wandb.runs else [])]
         text = markdown(summary, results.notes, sources)
         (out / "summary.md").write_text(text, encoding="utf-8")
-        write_csv(out / "tasks.csv", task_rows(results), TASK_COLUMNS)
+        tasks = task_rows(results)
+        write_csv(out / "tasks.csv", tasks, TASK_COLUMNS)
         figures = write_figures(results, out, tuple(cfg.figure.formats), cfg.figure.jitter)
         written += ["summary.csv", "summary.md", "tasks.csv",
                     *(f"figure_{c}.{f}" for c in figures for f in cfg.figure.formats)]
         print(text)
+        if target:
+            print(f"published to W&B (group {target['group']}, job_type=report): "
+                  f"{publish(results, summary, tasks, figures, target, out)}")
     if rows is not None:
         write_csv(out / "significance.csv", rows, SIGNIFICANCE_COLUMNS)
         written.append("significance.csv")

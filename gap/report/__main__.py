@@ -14,7 +14,8 @@ def _quote(value: str) -> str:
 
 
 def to_overrides(args: list[str]) -> list[str]:
-    """Bare arguments (no `key=`, or an existing path) -> one `inputs=[...]` override; `run=`/`out=` quoted."""
+    """Bare arguments (no `key=`, or an existing path) -> one `inputs=[...]` override; `run=`/`out=` quoted;
+    `wandb=ENTITY/PROJECT` -> `wandb.runs=...`."""
     overrides, paths, flag_value = [], [], False
     for arg in args:
         key, eq, value = arg.partition("=")
@@ -25,6 +26,8 @@ def to_overrides(args: list[str]) -> list[str]:
             paths.append(arg)
         elif key in ("run", "out") and value not in ("null", "") and not value.startswith(("'", '"')):
             overrides.append(f"{key}={_quote(value)}")
+        elif key == "wandb":  # the shorthand of wandb.runs=ENTITY/PROJECT
+            overrides.append(f"wandb.runs={value}")
         else:
             overrides.append(arg)
     if paths:

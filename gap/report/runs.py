@@ -27,6 +27,7 @@ class Run:
     tasks: dict = field(default_factory=dict)   # each task's metric at that evaluation
     epoch: int | None = None
     method: str = "gap"              # `method_label` of the run's method
+    index: int | None = None         # the corpus sample (`corpus.index`) of a sweep's job
 
 
 @dataclass
@@ -114,7 +115,7 @@ def load_sweep(path: Path) -> Results:
         for category, best in results["best"].items():
             key = CATEGORIES[category].average
             out.runs.append(Run(model, corpus, category, best[key], category_metrics(selected[category], category),
-                                best["epoch"], method))
+                                best["epoch"], method, config["corpus"].get("index")))
             if results.get("baseline"):
                 out.baselines[(model, corpus, category)].append(
                     Baseline(results["baseline"][key], category_metrics(results["baseline"], category)))

@@ -1,0 +1,132 @@
+"""`python -m gap.dashboard group=<sweep name> [out=FILE]`: the W&B workspace and report of a sweep, as code.
+
+`dashboard(group, tasks)` describes the sections and panels as plain data that names only keys our runs log
+(`gap.tracking`, `gap.report.publish`); `build` turns the description into wandb-workspaces objects. With
+W&B credentials and network both are saved and their URLs printed; offline the description and the
+workspace's specification are written to `out`, to be published by running the command again online.
+"""
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from gap.choices import hydra_entry
+from gap.data.tasks import TASKS
+from gap.errors import ConfigError, GapError, fail
+from gap.resolvers import wandb_offline
+from gap.results import AVERAGES
+from gap.tracking.metrics import STEP
+
+GROUP_BY = ("model.name", "corpus.name")  # config keys the runs are grouped by in every panel
+FIGURES = tuple(f"report/figure_{category}" for category in AVERAGES)  # logged by gap.report wandb.publish=true
+REPORT_TABLES = ("report/summary", "report/tasks", "report/runs")
+
+
+def task_keys(task: str) -> list[str]:
+    """The metric keys of a task under `prompt_style=gap` (harness adds `acc_norm`, left out of the panels)."""
+    return [f"{task}/acc"] if TASKS[task].kind == "classification" else [f"{task}/f1", f"{task}/loss"]
+
+
+def line(title: str, keys: list[str]) -> dict:
+    return {"type": "line", "title": title, "history": keys}
+
+
+def dashboard(group: str, tasks: list[str]) -> list[dict]:
+    """The sections of a sweep's dashboard, each `{"name", "panels"}`; a panel names its keys by where they
+    live: `history` (per step), `summary`, `config`, `media` and `tables`."""
+    averages = list(AVERAGES.values())
+    selected = [{"type": "bar", "title": f"selected epoch: {c}", "summary": [f"selected/{c}/epoch"]} for c in AVERAGES]
+    selected += [{"type": "scatter", "title": f"selected {key} against corpus.index", "config": ["corpus.index"],
+                  "summary": [f"selected/{c}/{key}"]} for c, key in AVERAGES.items()]
+    return [
+        {"name": "Averages", "panels": [line(key, [f"val/{key}"]) for key in averages]},
+        {"name": "Against the unchanged model", "panels": [line(f"delta {key}", [f"delta/{key}"]) for key in averages]
+         + [{"type": "bar", "title": "baseline", "summary": [f"baseline/{key}" for key in averages]}]},
+        *({"name": task, "panels": [line(key, [f"val/{key}"]) for key in task_keys(task)]
+           + [line(f"delta {key}", [f"delta/{key}"]) for key in task_keys(task)]} for task in tasks),
+        {"name": "Selected epochs", "panels": selected},
+        {"name": "Figure 1", "panels": [{"type": "media", "title": "Figure 1", "media": list(FIGURES)}]},
+        {"name": "Tables", "panels": [{"type": "table", "title": name, "tables": [name]}
+                                      for name in ("tasks", *REPORT_TABLES, *(f"samples/{t}" for t in tasks))]},
+        {"name": "Runs", "panels": [{"type": "comparer", "title": "run comparer"}]},
+    ]
+
+
+def _panel(spec: dict):
+    import wandb_workspaces.reports.v2 as wr
+
+    kind, title = spec["type"], spec["title"]
+    if kind == "line":
+        return wr.LinePlot(title=title, x=STEP, y=spec["history"])
+    if kind == "bar":
+        return wr.BarPlot(title=title, metrics=[wr.SummaryMetric(k) for k in spec["summary"]])
+    if kind == "scatter":
+        return wr.ScatterPlot(title=title, x=wr.Config(spec["config"][0]), y=wr.SummaryMetric(spec["summary"][0]))
+    if kind == "media":
+        return wr.MediaBrowser(title=title, media_keys=spec["media"])
+    if kind == "table":
+        return wr.WeavePanelSummaryTable(table_name=spec["tables"][0])
+    return wr.RunComparer(diff_only="split")
+
+
+def build(entity: str, project: str, group: str, sections: list[dict]):
+    """(workspace, report) of a sweep: its runs (W&B group `group`) grouped by model and corpus."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
+    filters = f"Group == {json.dumps(group)}"
+    workspace = ws.Workspace(
+        entity=entity, project=project, name=f"gap sweep {group}",
+        sections=[ws.Section(name=s["name"], panels=[_panel(p) for p in s["panels"]], is_open=True) for s in sections],
+        settings=ws.WorkspaceSettings(x_axis=STEP, max_runs=1000),
+        runset_settings=ws.RunsetSettings(filters=filters, groupby=[ws.Config(k) for k in GROUP_BY]))
+    blocks = [wr.H1(f"GAP sweep {group}"),
+              wr.P("Each run is one GAP job; runs are grouped by model and corpus. Deltas are against the "
+                   "unchanged model's evaluation (step 0).")]
+    for s in sections:
+        runset = wr.Runset(entity=entity, project=project, filters=filters, groupby=[f"config.{k}" for k in GROUP_BY])
+        blocks += [wr.H2(s["name"]), wr.PanelGrid(runsets=[runset], panels=[_panel(p) for p in s["panels"]])]
+    report = wr.Report(entity=entity, project=project, title=f"GAP sweep {group}", blocks=blocks)
+    return workspace, report
+
+
+def publish(cfg: DictConfig) -> Path | None:
+    """Save the dashboards (online) or write their specification (offline); returns the file written."""
+    if OmegaConf.is_missing(cfg, "group") or not cfg.group:
+        raise ConfigError("group is missing: give the sweep's name, `python -m gap.dashboard group=<sweep name>`")
+    group = cfg.group
+    entity, project = cfg.logger.wandb.get("entity"), cfg.logger.wandb.project
+    sections = dashboard(str(group), list(cfg.tasks.include))
+    offline = wandb_offline()
+    workspace, report = build(entity or "your-entity", project, str(group), sections)
+    if offline:
+        out = Path(cfg.out or f"outputs/dashboard/{group}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spec = {"group": str(group), "entity": entity, "project": project, "sections": sections,
+                "workspace": workspace._spec}
+        out.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
+        print(f"W&B is offline here: the dashboards of {group} are described in {out}; run the same command "
+              "with W&B credentials and network to save them")
+        return out
+    workspace.save()
+    report.save()
+    print(f"workspace: {workspace.url}\nreport: {report.url}")
+    return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="dashboard")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        publish(cfg)
+    except GapError as err:
+        fail(err)
+    sys.stdout.flush()
+
+
+main = hydra_entry(hydra_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -96,22 +96,30 @@ def publish(cfg: DictConfig) -> Path | None:
     """Save the dashboards (online) or write their specification (offline); returns the file written."""
     if OmegaConf.is_missing(cfg, "group") or not cfg.group:
         raise ConfigError("group is missing: give the sweep's name, `python -m gap.dashboard group=<sweep name>`")
-    group = cfg.group
-    entity, project = cfg.logger.wandb.get("entity"), cfg.logger.wandb.project
-    sections = dashboard(str(group), list(cfg.tasks.include))
-    offline = wandb_offline()
-    workspace, report = build(entity or "your-entity", project, str(group), sections)
-    if offline:
+    group, logger = str(cfg.group), (cfg.get("logger") or {}).get("wandb")
+    if logger is None:
+        raise ConfigError("the logger config has no W&B entry; the dashboard takes its entity and project from "
+                          "logger=wandb (logger.wandb.entity=..., logger.wandb.project=...)")
+    entity, project = logger.get("entity"), logger.project
+    sections = dashboard(group, list(cfg.tasks.include))
+    if wandb_offline():
+        workspace, _ = build(entity or "your-entity", project, group, sections)
         out = Path(cfg.out or f"outputs/dashboard/{group}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        spec = {"group": str(group), "entity": entity, "project": project, "sections": sections,
+        spec = {"group": group, "entity": entity, "project": project, "sections": sections,
                 "workspace": workspace._spec}
         out.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
         print(f"W&B is offline here: the dashboards of {group} are described in {out}; run the same command "
               "with W&B credentials and network to save them")
         return out
-    workspace.save()
-    report.save()
+    try:
+        import wandb
+
+        workspace, report = build(entity or wandb.Api().default_entity, project, group, sections)
+        workspace.save()
+        report.save()
+    except Exception as err:  # noqa: BLE001 - any failure to reach W&B is one line
+        raise GapError(f"cannot save the dashboards of {group} to W&B: {type(err).__name__}: {err}") from None
     print(f"workspace: {workspace.url}\nreport: {report.url}")
     return None
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from gap.preemption import EXIT_CODE
@@ -108,6 +109,9 @@ def make_loggers(logger_cfg, config: dict) -> list[Tolerant]:
 
 
 def wandb_loggers(loggers: list[Tolerant]) -> list[TrackedWandb]:
+    """The W&B loggers, on the process that owns the W&B run (global rank 0)."""
+    if rank_zero_only.rank != 0:
+        return []
     return [logger for logger in loggers if isinstance(logger, TrackedWandb)]
 
 

@@ -1,37 +1,16 @@
 """Hydra --multirun grids: distinct job directories, sweep.json, W&B grouping, failure isolation, resume."""
 import json
 import os
-import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from gap.tracking.metrics import run_id
 from tests.helpers import DATA_DIR, ROOT, gap
+from tests.wandb_files import offline_runs
 
 FAST = ["eval.limit=1", "model=tiny-random", "tasks=quick", "trainer.max_epochs=1"]  # sorted, as Hydra names dirs
-
-
-def wandb_run_record(path: Path):
-    """The `run` record of an offline W&B run file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, block, pos, chunk = path.read_bytes(), 32768, 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer
-            pos += block - pos % block
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
-        chunk += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST
-            record = pb.Record()
-            record.ParseFromString(chunk)
-            chunk = b""
-            if record.WhichOneof("record_type") == "run":
-                return record.run
-    raise AssertionError(f"no run record in {path}")
 
 
 def sweep(tmp_path, *overrides, name="grid"):
@@ -54,11 +33,11 @@ def test_four_jobs_in_distinct_directories_one_wandb_group(tmp_path, data_dir, l
     for i, path in enumerate(paths):
         results = json.loads((sweep_dir / path / "results.json").read_text())
         assert results["config"]["corpus"]["index"] == i
-        runs = list((sweep_dir / path / "wandb").glob("offline-run-*/run-*.wandb"))
-        assert len(runs) == 1
-        run = wandb_run_record(runs[0])
+        (offline,) = offline_runs(sweep_dir / path)
+        run = offline.run
         assert run.run_group == f"g-{launcher}" and run.job_type == "gap"  # grouped by sweep, typed by method
         assert {"tiny-random", "github"} <= set(run.tags)
+        assert run.run_id == run_id(sweep_dir / path)  # derived from the sweep and the job: one per job
 
 
 def test_a_failing_job_does_not_stop_the_grid_and_rerun_skips_finished_jobs(tmp_path, data_dir):

@@ -248,3 +248,13 @@ def test_the_offline_check_honours_a_self_hosted_servers_host(tmp_path, monkeypa
     assert not wandb_offline()
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_offline()
+
+
+@pytest.mark.parametrize("overrides, message", [([], "group is missing"),
+                                                (["group=grid", "logger=none"], "no W&B entry")])
+def test_the_dashboard_refuses_bad_input(overrides, message):
+    from gap.dashboard import publish
+    from gap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        publish(compose_cfg("dashboard", overrides))

@@ -9,12 +9,17 @@ SAMPLE_COLUMNS = ("index", "input", "target", "baseline", "baseline_score", "sel
 MAX_CHARS = 1000  # a cell's text, so a table of long dialogue contexts stays small
 
 
+def task_category(task: str) -> str:
+    """The selection category of a task's metrics (see `gap.results.best_epochs`)."""
+    return "dialog" if TASKS[task].kind == "dialogue" else "classification"
+
+
 def category_of(key: str) -> str:
     """The selection category a metric key belongs to (`avg/dialog_f1`, `wizard_of_wikipedia/f1` -> dialog)."""
     for category, average in AVERAGES.items():
         if key == average:
             return category
-    return "dialog" if TASKS[key.split("/")[0]].kind == "dialogue" else "classification"
+    return task_category(key.split("/")[0])
 
 
 def task_rows(results: dict) -> list[list]:
@@ -79,7 +84,7 @@ def log_tables(run, results: dict, evaluations: list[dict], examples: dict, samp
         by_epoch = {e["epoch"]: e for e in evaluations}
         picked = {c: by_epoch[b["epoch"]]["predictions"] for c, b in results.get("best", {}).items()}
         for task, records in evaluations[0]["predictions"].items():
-            selected = picked.get(category_of(f"{task}/"))
+            selected = picked.get(task_category(task))
             rows = sample_rows(task, examples[task], records, selected and selected.get(task), samples)
             tables[f"samples/{task}"] = wandb.Table(columns=list(SAMPLE_COLUMNS), data=rows)
     run.log(tables)

@@ -258,3 +258,20 @@ def test_the_dashboard_refuses_bad_input(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         publish(compose_cfg("dashboard", overrides))
+
+
+def test_sample_rows_in_both_prompt_styles(data_dir):
+    from gap.data.evaluation import load_eval_examples
+    from gap.tracking.tables import MAX_CHARS, sample_rows
+
+    for style in ("gap", "harness"):
+        (piqa,) = load_eval_examples(data_dir, ["piqa"], "validation", 3, style).values()
+        records = [{"index": e.index, "label": e.label, "pred": 1 - e.label} for e in piqa]  # all wrong
+        after = [dict(r, pred=r["label"]) for r in records[:1]]  # the selected weights right on the first
+        rows = sample_rows(piqa, records, after, 2)
+        assert len(rows) == 2 and [r[0] for r in rows] == [e.index for e in piqa[:2]]
+        first = piqa[0]
+        assert rows[0][2] == first.choices[first.label] and rows[0][3] == first.choices[1 - first.label]
+        assert rows[0][4:] == [0.0, first.choices[first.label], 1.0] and rows[1][5:] == [None, None]
+        assert first.choices[0].strip() and 0 < len(rows[0][1]) <= MAX_CHARS + 1
+        assert rows[0][1].startswith((first.context if style == "gap" else first.requests[0][0])[:20])

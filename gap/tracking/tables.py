@@ -22,7 +22,7 @@ def category_of(key: str) -> str:
     return task_category(key.split("/")[0])
 
 
-def task_rows(results: dict) -> list[list]:
+def metric_rows(results: dict) -> list[list]:
     """Per metric of the last evaluation: the baseline, the selected evaluation (its category's), the last
     value, selected minus baseline and the held-out values where the run has them. An evaluation-only run
     (no history) is its own baseline."""
@@ -48,17 +48,15 @@ def _clip(text) -> str:
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS] + "…"
 
 
-def _describe(example, record) -> tuple[str, str, str, float]:
-    """(input, target, prediction, score) of one prediction record: a choice's text and 1/0 for
-    classification, the reply and its F1 for dialogue."""
-    context = example.context if hasattr(example, "context") else example.requests[0][0]
+def _prediction(example, record) -> list:
+    """[prediction, score] of one record: the chosen choice's text and 1/0 (classification), or the reply
+    and its F1 (dialogue)."""
     if "f1" in record:
-        return context, record["target"], record["pred"], record["f1"]
-    return context, example.choices[record["label"]], example.choices[record["pred"]], float(
-        record["pred"] == record["label"])
+        return [_clip(record["pred"]), record["f1"]]
+    return [_clip(example.choices[record["pred"]]), float(record["pred"] == record["label"])]
 
 
-def sample_rows(task: str, examples: list, baseline: list[dict], selected: list[dict] | None, n: int) -> list[list]:
+def sample_rows(examples: list, baseline: list[dict], selected: list[dict] | None, n: int) -> list[list]:
     """The first `n` examples of a task: input, target or label, the unchanged model's prediction and
     score, and the selected weights' (None without a selection)."""
     by_index = {e.index: e for e in examples}
@@ -66,12 +64,10 @@ def sample_rows(task: str, examples: list, baseline: list[dict], selected: list[
     rows = []
     for record in baseline[:n]:
         example = by_index[record["index"]]
-        context, target, pred, score = _describe(example, record)
-        row = [record["index"], _clip(context), _clip(target), _clip(pred), score, None, None]
-        if record["index"] in chosen:
-            _, _, row[5], row[6] = _describe(example, chosen[record["index"]])
-            row[5] = _clip(row[5])
-        rows.append(row)
+        context = example.context if hasattr(example, "context") else example.requests[0][0]  # harness: requests
+        target = record["target"] if "f1" in record else example.choices[record["label"]]
+        after = _prediction(example, chosen[record["index"]]) if record["index"] in chosen else [None, None]
+        rows.append([record["index"], _clip(context), _clip(target), *_prediction(example, record), *after])
     return rows
 
 
@@ -79,12 +75,12 @@ def log_tables(run, results: dict, evaluations: list[dict], examples: dict, samp
     """Log the `tasks` table and, with `samples` > 0, a `samples/<task>` table per task."""
     import wandb
 
-    tables = {"tasks": wandb.Table(columns=list(TASK_COLUMNS), data=task_rows(results))}
+    tables = {"tasks": wandb.Table(columns=list(TASK_COLUMNS), data=metric_rows(results))}
     if samples > 0 and evaluations:
         by_epoch = {e["epoch"]: e for e in evaluations}
         picked = {c: by_epoch[b["epoch"]]["predictions"] for c, b in results.get("best", {}).items()}
         for task, records in evaluations[0]["predictions"].items():
             selected = picked.get(task_category(task))
-            rows = sample_rows(task, examples[task], records, selected and selected.get(task), samples)
+            rows = sample_rows(examples[task], records, selected and selected.get(task), samples)
             tables[f"samples/{task}"] = wandb.Table(columns=list(SAMPLE_COLUMNS), data=rows)
     run.log(tables)

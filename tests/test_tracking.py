@@ -275,3 +275,12 @@ def test_sample_rows_in_both_prompt_styles(data_dir):
         assert rows[0][4:] == [0.0, first.choices[first.label], 1.0] and rows[1][5:] == [None, None]
         assert first.choices[0].strip() and 0 < len(rows[0][1]) <= MAX_CHARS + 1
         assert rows[0][1].startswith((first.context if style == "gap" else first.requests[0][0])[:20])
+
+
+def test_publishing_a_report_needs_a_sweep_that_logged_to_wandb(tmp_path):
+    from gap.errors import ConfigError
+    from gap.report import report
+
+    with pytest.raises(ConfigError, match="wandb.publish=true needs a sweep directory whose jobs logged to W&B"):
+        report(compose_cfg("report", [f"inputs=[{tmp_path}]", "wandb.publish=true"]))
+    assert not list(tmp_path.iterdir())  # refused before anything was written

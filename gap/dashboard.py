@@ -1,6 +1,6 @@
 """`python -m gap.dashboard group=<sweep name> [out=FILE]`: the W&B workspace and report of a sweep, as code.
 
-`dashboard(group, tasks)` describes the sections and panels as plain data that names only keys our runs log
+`dashboard(tasks)` describes the sections and panels as plain data that names only keys our runs log
 (`gap.tracking`, `gap.report.publish`); `build` turns the description into wandb-workspaces objects. With
 W&B credentials and network both are saved and their URLs printed; offline the description and the
 workspace's specification are written to `out`, to be published by running the command again online.
@@ -33,7 +33,7 @@ def line(title: str, keys: list[str]) -> dict:
     return {"type": "line", "title": title, "history": keys}
 
 
-def dashboard(group: str, tasks: list[str]) -> list[dict]:
+def dashboard(tasks: list[str]) -> list[dict]:
     """The sections of a sweep's dashboard, each `{"name", "panels"}`; a panel names its keys by where they
     live: `history` (per step), `summary`, `config`, `media` and `tables`."""
     averages = list(AVERAGES.values())
@@ -101,7 +101,7 @@ def publish(cfg: DictConfig) -> Path | None:
         raise ConfigError("the logger config has no W&B entry; the dashboard takes its entity and project from "
                           "logger=wandb (logger.wandb.entity=..., logger.wandb.project=...)")
     entity, project = logger.get("entity"), logger.project
-    sections = dashboard(group, list(cfg.tasks.include))
+    sections = dashboard(list(cfg.tasks.include))
     if wandb_offline():
         workspace, _ = build(entity or "your-entity", project, group, sections)
         out = Path(cfg.out or f"outputs/dashboard/{group}.json")

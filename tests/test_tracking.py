@@ -168,7 +168,7 @@ def test_the_dashboard_names_only_keys_the_runs_log(sweep, tmp_path, monkeypatch
     out = publish(compose_cfg("dashboard", ["group=grid", "tasks=quick", f"out={tmp_path}/dash.json"]))
     assert "run the same command with W&B credentials and network" in capsys.readouterr().out
     spec = json.loads(out.read_text())
-    assert spec["sections"] == dashboard("grid", TASKS) and spec["project"] == "gap"
+    assert spec["sections"] == dashboard(TASKS) and spec["project"] == "gap"
     assert [s["name"] for s in spec["sections"]] == [
         "Averages", "Against the unchanged model", *TASKS, "Selected epochs", "Figure 1", "Tables", "Runs"]
     panels = [p for s in spec["sections"] for p in s["panels"]]

@@ -6,27 +6,25 @@ W&B credentials and network both are saved and their URLs printed; offline the d
 workspace's specification are written to `out`, to be published by running the command again online.
 """
 import json
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gap.choices import hydra_entry
-from gap.data.tasks import TASKS
-from gap.errors import ConfigError, GapError, fail
+from gap.cli import command
+from gap.data.tasks import CATEGORIES, TASKS
+from gap.errors import ConfigError, GapError
 from gap.resolvers import wandb_offline
-from gap.results import AVERAGES
 from gap.tracking.metrics import STEP
 
 GROUP_BY = ("model.name", "corpus.name")  # config keys the runs are grouped by in every panel
-FIGURES = tuple(f"report/figure_{category}" for category in AVERAGES)  # logged by gap.report wandb.publish=true
+FIGURES = tuple(f"report/figure_{category}" for category in CATEGORIES)  # logged by gap.report wandb.publish=true
 REPORT_TABLES = ("report/summary", "report/tasks", "report/runs")
 
 
 def task_keys(task: str) -> list[str]:
     """The metric keys of a task under `prompt_style=gap` (harness adds `acc_norm`, left out of the panels)."""
-    return [f"{task}/acc"] if TASKS[task].kind == "classification" else [f"{task}/f1", f"{task}/loss"]
+    metric = f"{task}/{TASKS[task].category.metric}"
+    return [metric] if TASKS[task].scored else [metric, f"{task}/loss"]  # a dialogue task's target NLL too
 
 
 def line(title: str, keys: list[str]) -> dict:
@@ -36,10 +34,11 @@ def line(title: str, keys: list[str]) -> dict:
 def dashboard(tasks: list[str]) -> list[dict]:
     """The sections of a sweep's dashboard, each `{"name", "panels"}`; a panel names its keys by where they
     live: `history` (per step), `summary`, `config`, `media` and `tables`."""
-    averages = list(AVERAGES.values())
-    selected = [{"type": "bar", "title": f"selected epoch: {c}", "summary": [f"selected/{c}/epoch"]} for c in AVERAGES]
-    selected += [{"type": "scatter", "title": f"selected {key} against corpus.index", "config": ["corpus.index"],
-                  "summary": [f"selected/{c}/{key}"]} for c, key in AVERAGES.items()]
+    averages = [c.average for c in CATEGORIES.values()]
+    selected = [{"type": "bar", "title": f"selected epoch: {name}", "summary": [f"selected/{name}/epoch"]}
+                for name in CATEGORIES]
+    selected += [{"type": "scatter", "title": f"selected {c.average} against corpus.index", "config": ["corpus.index"],
+                  "summary": [f"selected/{name}/{c.average}"]} for name, c in CATEGORIES.items()]
     return [
         {"name": "Averages", "panels": [line(key, [f"val/{key}"]) for key in averages]},
         {"name": "Against the unchanged model", "panels": [line(f"delta {key}", [f"delta/{key}"]) for key in averages]
@@ -124,16 +123,7 @@ def publish(cfg: DictConfig) -> Path | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="dashboard")
-def hydra_main(cfg: DictConfig) -> None:
-    try:
-        publish(cfg)
-    except GapError as err:
-        fail(err)
-    sys.stdout.flush()
-
-
-main = hydra_entry(hydra_main)
+main = command("dashboard", publish)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,11 @@ class Tasks(_Section):
     include: Annotated[list[str], Field(min_length=1)]
 
 
+class Tracking(_Section):
+    samples: Annotated[int, Field(ge=0, strict=True)]
+    upload_checkpoints: StrictBool
+
+
 class RunConfig(_Section):
     seed: Annotated[int, Field(strict=True)]
     save_checkpoint: StrictBool
@@ -81,6 +86,7 @@ class RunConfig(_Section):
     method: Method
     trainer: Trainer
     tasks: Tasks
+    tracking: Tracking
 
 
 def _key(loc: tuple) -> str:

@@ -15,8 +15,7 @@ import pytest
 
 from gap.data.tasks import load_examples
 from gap.tracking.metrics import run_id
-from tests.conftest import DATA_DIR, ROOT, compose_cfg
-from tests.test_cli import gap
+from tests.helpers import DATA_DIR, ROOT, compose_cfg, gap
 from tests.wandb_files import offline_runs
 
 TASKS = ["copa", "wizard_of_wikipedia"]
@@ -107,7 +106,7 @@ def test_tables_per_task_and_samples(sweep):
     loss = rows[("wizard_of_wikipedia", "loss")]
     epoch = results["best"]["dialog"]["epoch"]
     selected = results["history"][epoch]["metrics"]["wizard_of_wikipedia/loss"]
-    assert loss["kind"] == "dialogue" and loss["selected_epoch"] == epoch
+    assert loss["kind"] == "dialog" and loss["selected_epoch"] == epoch
     assert loss["baseline"] == pytest.approx(results["baseline"]["wizard_of_wikipedia/loss"])
     assert loss["selected"] == pytest.approx(selected)
     assert loss["delta"] == pytest.approx(selected - loss["baseline"])
@@ -284,3 +283,13 @@ def test_publishing_a_report_needs_a_sweep_that_logged_to_wandb(tmp_path):
     with pytest.raises(ConfigError, match="wandb.publish=true needs a sweep directory whose jobs logged to W&B"):
         report(compose_cfg("report", [f"inputs=[{tmp_path}]", "wandb.publish=true"]))
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("override, shown", [("tracking.samples=-1", "tracking.samples=-1"),
+                                             ("tracking.upload_checkpoints=maybe", "tracking.upload_checkpoints='maybe'")])
+def test_tracking_settings_are_checked(override, shown):
+    from gap.errors import ConfigError
+    from gap.schema import validate_config
+
+    with pytest.raises(ConfigError, match=shown.replace(".", r"\.")):
+        validate_config(compose_cfg("train", [override]))

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from gap.errors import ConfigError
+from gap.files import read_results
 from gap.report.runs import Results
 from gap.report.tables import SUMMARY_COLUMNS, TASK_COLUMNS
-from gap.sweep import read_results
 
 RUN_COLUMNS = ("model", "corpus", "index", "category", "selected", "baseline")
 

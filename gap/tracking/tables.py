@@ -1,25 +1,12 @@
 """Tables at the end of a run, as W&B renders them: one row per metric (`tasks`) and, per task, the first
 examples with the unchanged model's and the selected weights' predictions (`samples/<task>`)."""
 from gap.data.tasks import TASKS
-from gap.results import AVERAGES, selected_metrics
+from gap.results import category_of, selected_metrics
 
 TASK_COLUMNS = ("task", "kind", "metric", "baseline", "selected_epoch", "selected", "last", "delta",
                 "heldout_baseline", "heldout_selected")
 SAMPLE_COLUMNS = ("index", "input", "target", "baseline", "baseline_score", "selected", "selected_score")
 MAX_CHARS = 1000  # a cell's text, so a table of long dialogue contexts stays small
-
-
-def task_category(task: str) -> str:
-    """The selection category of a task's metrics (see `gap.results.best_epochs`)."""
-    return "dialog" if TASKS[task].kind == "dialogue" else "classification"
-
-
-def category_of(key: str) -> str:
-    """The selection category a metric key belongs to (`avg/dialog_f1`, `wizard_of_wikipedia/f1` -> dialog)."""
-    for category, average in AVERAGES.items():
-        if key == average:
-            return category
-    return task_category(key.split("/")[0])
 
 
 def metric_rows(results: dict) -> list[list]:
@@ -37,7 +24,7 @@ def metric_rows(results: dict) -> list[list]:
         base = (baseline or {}).get(key)
         chosen = selected.get(category, {}).get(key)
         delta = chosen - base if chosen is not None and base is not None else None
-        rows.append([task, TASKS[task].kind if task in TASKS else "average", metric, base,
+        rows.append([task, TASKS[task].category.name if task in TASKS else "average", metric, base,
                      best.get(category, {}).get("epoch"), chosen, metrics[key], delta,
                      heldout.get("baseline", {}).get(key), heldout.get("selected", {}).get(key)])
     return rows
@@ -80,7 +67,7 @@ def log_tables(run, results: dict, evaluations: list[dict], examples: dict, samp
         by_epoch = {e["epoch"]: e for e in evaluations}
         picked = {c: by_epoch[b["epoch"]]["predictions"] for c, b in results.get("best", {}).items()}
         for task, records in evaluations[0]["predictions"].items():
-            selected = picked.get(task_category(task))
+            selected = picked.get(TASKS[task].category.name)
             rows = sample_rows(examples[task], records, selected and selected.get(task), samples)
             tables[f"samples/{task}"] = wandb.Table(columns=list(SAMPLE_COLUMNS), data=rows)
     run.log(tables)

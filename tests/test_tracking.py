@@ -285,8 +285,9 @@ def test_publishing_a_report_needs_a_sweep_that_logged_to_wandb(tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-@pytest.mark.parametrize("override, shown", [("tracking.samples=-1", "tracking.samples=-1"),
-                                             ("tracking.upload_checkpoints=maybe", "tracking.upload_checkpoints='maybe'")])
+@pytest.mark.parametrize("override, shown", [
+    ("tracking.samples=-1", "tracking.samples=-1"),
+    ("tracking.upload_checkpoints=maybe", "tracking.upload_checkpoints='maybe'")])
 def test_tracking_settings_are_checked(override, shown):
     from gap.errors import ConfigError
     from gap.schema import validate_config

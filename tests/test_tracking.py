@@ -67,7 +67,8 @@ def test_every_key_is_defined_against_the_step_with_its_summaries(sweep):
         assert metric.step_metric == "trainer/global_step", key
         higher = key.endswith(("acc", "f1"))
         lower = key.endswith(("loss", "nll"))
-        assert (metric.summary.first, metric.summary.last) == (True, True), key
+        # a metric keeps its first value beside the best and the last; other keys (step_taken) the last
+        assert (metric.summary.first, metric.summary.last) == (higher or lower, True), key
         assert (metric.summary.max, metric.summary.min) == (higher, lower), key
     # the summary W&B keeps: the loss's first value is the baseline's, its min the lowest evaluation
     losses = [row["val/wizard_of_wikipedia/loss"] for row in evaluation_rows(run)]
@@ -147,13 +148,13 @@ def test_the_report_run_in_the_sweeps_group(sweep):
     _, _, results, report = sweep
     assert report.run.run_group == "grid" and report.run.job_type == "report" and report.exit_code == 0
     runs = report.table("report/runs")
-    assert runs["columns"] == ["model", "corpus", "index", "category", "selected", "baseline"]
+    assert runs["columns"] == ["model", "corpus", "index", "category", "selected", "baseline", "method"]
     by_category = {r[3]: r for r in runs["data"]}
-    assert by_category["dialog"][:3] == ["tiny-random", "github", 3]
+    assert by_category["dialog"][:3] == ["tiny-random", "github", 3] and by_category["dialog"][6] == "gap"
     assert by_category["dialog"][4] == pytest.approx(results["best"]["dialog"]["avg/dialog_f1"])
     assert by_category["dialog"][5] == pytest.approx(results["baseline"]["avg/dialog_f1"])
     summary = report.table("report/summary")
-    assert summary["columns"][:4] == ["model", "corpus", "category", "runs"] and len(summary["data"]) == 4
+    assert summary["columns"][:5] == ["method", "model", "corpus", "category", "runs"] and len(summary["data"]) == 4
     for category in ("classification", "dialog"):
         image = report.history_value(f"report/figure_{category}/path")
         assert (report.folder / "files" / image).stat().st_size > 10_000

@@ -1,6 +1,6 @@
 """`python -m gap.report SWEEP wandb.publish=true`: the report as a W&B run (`job_type=report`) in the
 sweep's group: both figures as images, `summary` and `tasks` as tables, and per category an interactive
-scatter of the runs (model, corpus, index, selected value, baseline) against the corpus sample."""
+scatter of the runs (model, corpus, index, selected value, baseline, method) against the corpus sample."""
 import io
 import os
 from pathlib import Path
@@ -10,7 +10,7 @@ from gap.files import read_results
 from gap.report.runs import Results
 from gap.report.tables import SUMMARY_COLUMNS, TASK_COLUMNS
 
-RUN_COLUMNS = ("model", "corpus", "index", "category", "selected", "baseline")
+RUN_COLUMNS = ("model", "corpus", "index", "category", "selected", "baseline", "method")
 
 
 def sweep_target(inputs: list[str]) -> dict:
@@ -29,7 +29,8 @@ def run_rows(results: Results) -> list[list]:
     rows = []
     for r in results.runs:
         baseline = results.baseline(r.model, r.corpus, r.category)
-        rows.append([r.arm, r.corpus, r.index, r.category, r.average, baseline.average if baseline else None])
+        rows.append([r.model, r.corpus, r.index, r.category, r.average, baseline.average if baseline else None,
+                     r.method])
     return rows
 
 

@@ -74,10 +74,11 @@ data: setup
 run: setup model data
 	$(PY) -m gap.train $(ARGS)
 
-# tests run in TEST_WORKERS processes (pytest-xdist); most of their time is command-line subprocesses starting up
+# tests run in TEST_WORKERS processes (pytest-xdist), one thread each (the tiny model's passes are too small
+# to share; two workers of two threads each on two cores slowed them many times over)
 TEST_WORKERS ?= 2
 test: setup model data tokenizer-opt
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: setup model model-gemma3 tokenizer-opt data
 	$(PY) -m pytest -n $(TEST_WORKERS) -m slow $(PYTEST_ARGS)

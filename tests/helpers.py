@@ -25,6 +25,15 @@ def embedded_gguf() -> Path:
     return Path(model.path) / model.gguf_file
 
 
+def load_entry(*overrides):
+    """(model in eval mode, tokenizer) of a model entry, loaded by the real loading code."""
+    from gap.modules.loading import load_model, load_tokenizer
+
+    cfg = compose_cfg("train", overrides).model
+    tokenizer = load_tokenizer(cfg)
+    return load_model(cfg, tokenizer).eval(), tokenizer
+
+
 def start(module, *overrides, tmp_path, env=None, baseline_dir=None) -> subprocess.Popen:
     """Start `python -m <module>` into `tmp_path`, with a baseline cache of its own unless one is given."""
     env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR), **(env or {})}
@@ -56,3 +65,26 @@ def write_task(data_dir, task, rows, split="validation"):
 def arc_row(question, texts, answer, labels=None):
     labels = labels or list("ABCDE")[:len(texts)]
     return {"id": question, "question": question, "choices": {"text": texts, "label": labels}, "answerKey": answer}
+
+
+def own_logprobs(model, context, continuation):
+    """The model's own forward pass over one unpadded sequence."""
+    import torch
+
+    with torch.no_grad():
+        logprobs = model(input_ids=torch.tensor([context + continuation])).logits[0].float().log_softmax(-1)
+    return [logprobs[len(context) + i - 1, token].item() for i, token in enumerate(continuation)]
+
+
+def own_reply(model, tokenizer, context, max_new_tokens):
+    """The model's own greedy `generate` from one unpadded prompt, decoded."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([context]), max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, len(context):], skip_special_tokens=True)
+
+
+def largest_difference(got, want):
+    assert [len(g) for g in got] == [len(w) for w in want]
+    return max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))

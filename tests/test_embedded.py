@@ -5,17 +5,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from gap.modules.loading import load_model, load_tokenizer
-from tests.helpers import compose_cfg, gap
+from tests.helpers import gap, load_entry
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    cfg = compose_cfg("train").model
-    tokenizer = load_tokenizer(cfg)
-    return load_model(cfg, tokenizer).eval(), tokenizer
+    return load_entry()
 
 
 def test_gguf_model_loads_dequantised(smollm2):

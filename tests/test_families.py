@@ -16,7 +16,7 @@ from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, largest_difference, own_logprobs, own_reply
 
 WINDOW = 4  # tokens: every context below is wider
 LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -55,25 +55,6 @@ def family(request, tiny):
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **arguments)
     torch.manual_seed(0)
     return model_class(config).eval(), tokenizer
-
-
-def own_logprobs(model, context, continuation):
-    """The model's own forward pass over one unpadded sequence."""
-    with torch.no_grad():
-        logprobs = model(input_ids=torch.tensor([context + continuation])).logits[0].float().log_softmax(-1)
-    return [logprobs[len(context) + i - 1, token].item() for i, token in enumerate(continuation)]
-
-
-def own_reply(model, tokenizer, context, max_new_tokens):
-    """The model's own greedy `generate` from one unpadded prompt, decoded."""
-    with torch.no_grad():
-        out = model.generate(torch.tensor([context]), max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0, len(context):], skip_special_tokens=True)
-
-
-def largest_difference(got, want):
-    assert [len(g) for g in got] == [len(w) for w in want]
-    return max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))
 
 
 def test_every_packed_family_is_checked_here():

@@ -9,14 +9,12 @@ import torch
 
 from gap.data.evaluation import tokenize_example
 from gap.data.tasks import load_examples
-from gap.modules.loading import load_model, load_tokenizer
 from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs
 from gap.scoring.prefill import prefill
-from tests.helpers import compose_cfg, gap
-from tests.test_families import largest_difference, own_logprobs, own_reply
+from tests.helpers import gap, largest_difference, load_entry, own_logprobs, own_reply
 
 pytestmark = pytest.mark.slow
 GB = 2**30
@@ -24,9 +22,7 @@ GB = 2**30
 
 @pytest.fixture(scope="module")
 def gemma3():
-    cfg = compose_cfg("train", ["model=gemma3-270m"]).model
-    tokenizer = load_tokenizer(cfg)
-    return load_model(cfg, tokenizer).eval(), tokenizer
+    return load_entry("model=gemma3-270m")
 
 
 def test_gguf_model_loads_as_gemma3_with_sliding_layers_and_a_bos(gemma3):

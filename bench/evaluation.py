@@ -148,27 +148,26 @@ class FlopCounter:
             phase[key] += value
 
 
-def bench_task(model, tokenizer, task, examples, cfg, counter) -> dict:
-    data = make_evaldata(cfg, {task: examples}, tokenizer)
+def bench_task(model, tokenizer, task, batches: list[list], cfg, counter) -> dict:
+    """One task's evaluation from its tokenised batches (tokenising is not timed)."""
     before = counter.totals()
     start, cpu = time.perf_counter(), time.process_time()
     device = next(model.parameters()).device.type
     with torch.autocast(device, torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed"):
-        predictions = evaluate(model, tokenizer, data.item_batches(), scoring_of(cfg))
+        predictions = evaluate(model, tokenizer, {task: batches}, scoring_of(cfg))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     counts = {k: v - before[k] for k, v in counter.totals().items()}
     replies = None if TASKS[task].scored else [r["pred"] for r in predictions[task]]
-    return {"seconds": seconds, "cpu_seconds": cpu, "examples": len(examples), **counts,
+    return {"seconds": seconds, "cpu_seconds": cpu, "examples": sum(len(b) for b in batches), **counts,
             "metrics": evaluation_metrics(predictions), "replies": replies}
 
 
 @torch.no_grad()
-def generate_yardstick(model, tokenizer, task, examples, cfg, stops=("\nUser ",)) -> dict:
-    """The task's dialogue prompts through transformers' own `generate`: greedy, `max_new_tokens`, in
-    left-padded batches of 32 in example order, stopped by `stop_strings` and cut as the engine cuts."""
-    data = make_evaldata(cfg, {task: examples}, tokenizer)
-    data.setup()
-    prompts = [item.context for item in data.items[task]]
+def generate_yardstick(model, tokenizer, items: list, cfg, stops=("\nUser ",)) -> dict:
+    """A task's dialogue prompts (its items, in example order) through transformers' own `generate`:
+    greedy, `max_new_tokens`, in left-padded batches of 32, stopped by `stop_strings` and cut as the
+    engine cuts."""
+    prompts = [item.context for item in items]
     replies = []
     start, cpu = time.perf_counter(), time.process_time()
     for first in range(0, len(prompts), YARDSTICK_BATCH):
@@ -241,12 +240,14 @@ def main(cfg: DictConfig) -> None:
     model.to(device)
     counter = FlopCounter(model, device)
     peak = matmul_rate(device, dtype)
-    rows = {task: bench_task(model, tokenizer, task, exs, cfg, counter) for task, exs in examples.items()}
+    data = make_evaldata(cfg, examples, tokenizer)
+    batches = data.item_batches()
+    rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
     peak = max(peak, matmul_rate(device, dtype))  # measured before and after the tasks
     bandwidth = read_rate(device)
     counter.remove()
-    yardstick = {task: generate_yardstick(model, tokenizer, task, exs, cfg)
-                 for task, exs in examples.items() if not TASKS[task].scored and cfg.get("yardstick", True)}
+    yardstick = {task: generate_yardstick(model, tokenizer, data.items[task], cfg)
+                 for task in data.tasks if not TASKS[task].scored and cfg.get("yardstick", True)}
     groups = {"classification": [t for t in rows if TASKS[t].scored],
               "dialogue": [t for t in rows if not TASKS[t].scored], "all": list(rows)}
     for name, tasks in groups.items():

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from gap.cli import command
 from gap.data.tasks import CATEGORIES, TASKS
 from gap.errors import ConfigError, GapError
+from gap.files import write_atomic
 from gap.resolvers import wandb_offline
 from gap.tracking.metrics import STEP
 
@@ -104,10 +105,9 @@ def publish(cfg: DictConfig) -> Path | None:
     if wandb_offline():
         workspace, _ = build(entity or "your-entity", project, group, sections)
         out = Path(cfg.out or f"outputs/dashboard/{group}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
         spec = {"group": group, "entity": entity, "project": project, "sections": sections,
                 "workspace": workspace._spec}
-        out.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
+        write_atomic(out, json.dumps(spec, indent=1) + "\n")
         print(f"W&B is offline here: the dashboards of {group} are described in {out}; run the same command "
               "with W&B credentials and network to save them")
         return out

@@ -16,6 +16,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class RandomInit(_Section):
+    family: Literal["llama", "opt"] = "llama"  # what `gap.modules.random_init` builds
+    hidden_size: Positive
+    layers: Positive
+    heads: Positive
+
+
 class Model(_Section):
     name: str
     path: str | None = None
@@ -23,6 +30,7 @@ class Model(_Section):
     dtype: Literal["float32", "bfloat16", "float16"]
     eval_batch_size: Positive
     max_length: Annotated[int, Field(ge=2, strict=True)]
+    random_init: RandomInit | None = None
 
 
 class Corpus(_Section):
@@ -102,24 +110,26 @@ def validate_config(cfg) -> None:
     sections the schema names, resolved)."""
     from omegaconf import OmegaConf
 
+    absent = object()
+
     def value(key: str):
-        found = OmegaConf.select(cfg, key, throw_on_missing=False)
+        found = OmegaConf.select(cfg, key, default=absent, throw_on_missing=False)
         return OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
 
     config = {}
     for name, field in RunConfig.model_fields.items():
         section = field.annotation
         if isinstance(section, type) and issubclass(section, _Section):  # only the keys the schema names
-            config[name] = {key: value(f"{name}.{key}") for key in section.model_fields
-                            if OmegaConf.select(cfg, f"{name}.{key}", default="<absent>") != "<absent>"}
-        else:
-            config[name] = value(name)
+            found = {key: value(f"{name}.{key}") for key in section.model_fields}
+            config[name] = {key: v for key, v in found.items() if v is not absent}
+        elif (found := value(name)) is not absent:
+            config[name] = found
     try:
         RunConfig.model_validate(config)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
+        # union branches ('int', 'none', 'function-after[...]') are not keys
         where = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int",
                                                                                             "none"))))
-        value = first.get("input")
-        shown = "missing" if first["type"] == "missing" else repr(value)
+        shown = "missing" if first["type"] == "missing" else repr(first.get("input"))
         raise ConfigError(f"{_key(where)}={shown} is not valid: {first['msg'].lower()}") from None

@@ -153,18 +153,21 @@ def heldout_data(cfg: DictConfig, examples: dict, tokenizer) -> dict[str, EvalDa
     return {category: make_evaldata(cfg, exs, tokenizer) for category, exs in by_category.items()}
 
 
+def merged(evaluations: list[dict]) -> dict:
+    """One evaluation's metrics and predictions from the evaluations of disjoint task sets."""
+    return {key: {k: v for e in evaluations for k, v in e[key].items()} for key in ("metrics", "predictions")}
+
+
 def run_heldout(cfg: DictConfig, model, tokenizer, data: dict[str, EvalDataModule], keeper: KeepSelectedWeights,
                 baseline: dict) -> dict:
     """The selected weights of each category on its tasks' held-out examples, beside the baseline's."""
-    selected = {"metrics": {}, "predictions": {}, "epochs": {}}
-    for category, (epoch, weights) in keeper.weights.items():
-        selected["epochs"][category] = epoch
+    evaluations = []
+    for category, (_, weights) in keeper.weights.items():
         model.load_state_dict(weights)
         if cfg.save_checkpoint:
             save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-        evaluation = evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}")
-        selected["metrics"] |= evaluation["metrics"]
-        selected["predictions"] |= evaluation["predictions"]
+        evaluations.append(evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}"))
+    selected = {**merged(evaluations), "epochs": {c: epoch for c, (epoch, _) in keeper.weights.items()}}
     return {"baseline": baseline, "selected": selected}
 
 
@@ -214,11 +217,8 @@ def train(cfg: DictConfig) -> dict:
         run_baseline(cfg, examples, trainer, module, evaldata, loggers, progress)
         track_baseline(loggers, module.evaluations[0]["metrics"])
         if held:
-            heldout_baseline = {"metrics": {}, "predictions": {}}
-            for category, data in held.items():
-                part = evaluate_once(cfg, model, tokenizer, data, f"held-out {category}")
-                heldout_baseline["metrics"] |= part["metrics"]
-                heldout_baseline["predictions"] |= part["predictions"]
+            heldout_baseline = merged([evaluate_once(cfg, model, tokenizer, data, f"held-out {category}")
+                                       for category, data in held.items()])
         if corpus is not None:
             module.train()  # as loaded, the model is in eval mode; dropout is off either way
             with lora_adapter(model, cfg.method.get("lora")):

@@ -107,6 +107,8 @@ def test_heldout_without_a_limit_is_refused(data_dir):
     ("eval.split=train", "eval.split='train' is not valid: input should be 'validation' or 'test'"),
     ("corpus.index=-1", "corpus.index=-1 is not valid: input should be greater than or equal to 0"),
     ("model.max_length=1", "model.max_length=1 is not valid: input should be greater than or equal to 2"),
+    ("+model.random_init.family=bloom", "model.random_init.family='bloom' is not valid: input should be 'llama' or "
+                                        "'opt'"),
 ])
 def test_a_value_of_the_wrong_type_or_range_is_refused_naming_key_value_and_what_is_valid(override, message):
     from gap.errors import ConfigError

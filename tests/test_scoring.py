@@ -6,7 +6,7 @@ from gap.data.evaluation import EvalDataModule, tokenize_example
 from gap.data.tasks import load_examples
 from gap.modules.gap_module import GAPModule
 from gap.ordering import length_sorted_batches
-from gap.scoring.batching import left_pad, within_logits_budget
+from gap.scoring.batching import left_pad
 from gap.scoring.evaluator import Scoring
 from gap.scoring.generation import generate_from, greedy_generate
 from gap.scoring.loglikelihood import (
@@ -19,6 +19,7 @@ from gap.scoring.loglikelihood import (
     packed_pass,
 )
 from gap.scoring.prefill import prefill
+from tests.helpers import largest_difference
 
 
 def reference_logprobs(model, context, continuation):
@@ -50,8 +51,10 @@ def test_a_batch_closes_at_an_item_under_half_its_longest():
 
 
 def test_passes_split_where_rows_x_kept_positions_x_vocabulary_pass_the_logits_budget():
-    assert within_logits_budget([3, 0, 1, 2], kept=[2, 5, 1, 20], vocab=10, budget=100) == [[3], [0, 1], [2]]
-    assert within_logits_budget([0, 1, 2], kept=[1, 1, 1], vocab=10, budget=30) == [[0, 1, 2]]
+    # longest first: 3, 0, 1, 2; at most 10 kept positions a pass (a budget of 100 over a vocabulary of 10)
+    split = length_sorted_batches([9, 8, 7, 10], 8, fill=None, kept=[2, 5, 1, 20], max_positions=10)
+    assert split == [[3], [0, 1], [2]]
+    assert length_sorted_batches([3, 2, 1], 8, fill=None, kept=[1, 1, 1], max_positions=3) == [[0, 1, 2]]
 
 
 def test_passes_split_by_the_logits_budget_score_as_one_pass(tiny):
@@ -60,18 +63,19 @@ def test_passes_split_by_the_logits_budget_score_as_one_pass(tiny):
     requests = [(list(range(10, 30)), [[50, 51], [52, 53, 54]]), ([7, 8], [[9, 10, 11, 12], [13]]),
                 (list(range(30, 45)), [[60], [61, 62]])]
     budget = 6 * len(tok)  # a pass may keep 6 positions: one packed row, or two short continuations
-    kept = [sum(len(c) - 1 for c in choices) + 1 for _, choices in requests]
-    assert len(within_logits_budget([0, 1, 2], kept, len(tok), budget)) == 3
-
-    def largest_gap(got, want):
-        return max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w))
-
-    whole = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0)
-    split = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0, logits_budget=budget)
-    assert largest_gap(sum(split, []), sum(whole, [])) < 1e-5
+    passes = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: passes.append(kwargs["input_ids"].shape[0]),
+                                       with_kwargs=True)
+    try:
+        whole = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0)
+        split = packed_choice_logprobs(model, requests, tok.pad_token_id, fill=0, logits_budget=budget)
+    finally:
+        hook.remove()
+    assert passes == [3, 1, 1, 1]  # one pass of three rows; under the budget, a row a pass
+    assert largest_difference(sum(split, []), sum(whole, [])) < 1e-5
     pairs = [(ctx, c) for ctx, choices in requests for c in choices]
-    assert largest_gap(continuation_logprobs(model, pairs, tok.pad_token_id, 512, logits_budget=budget),
-                       continuation_logprobs(model, pairs, tok.pad_token_id, 512)) < 1e-5
+    assert largest_difference(continuation_logprobs(model, pairs, tok.pad_token_id, 512, logits_budget=budget),
+                              continuation_logprobs(model, pairs, tok.pad_token_id, 512)) < 1e-5
 
 
 def test_batched_scoring_equals_one_at_a_time_reference(tiny, data_dir):

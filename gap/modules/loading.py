@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, ModelLoadError
 from gap.memory.arch import check_gguf
-from gap.modules.random_init import RANDOM_FAMILIES, byte_tokenizer, random_init_config
+from gap.modules.random_init import byte_tokenizer, random_init_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,9 +28,6 @@ def check_model_config(model_cfg) -> None:
     if model_cfg.get("tokenizer") is not None and not Path(model_cfg.tokenizer.path).is_dir():
         raise ConfigError(f"tokenizer folder not found: {model_cfg.tokenizer.path} (for the OPT-style "
                           f"tokenizer run `make tokenizer-opt`)")
-    family = (model_cfg.get("random_init") or {}).get("family", "llama")
-    if family not in RANDOM_FAMILIES:
-        raise ConfigError(f"model.random_init.family={family!r}; valid: {', '.join(RANDOM_FAMILIES)}")
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):

@@ -2,8 +2,6 @@
 small Llama architecture, or an OPT one (for tests, and counted without weights by the memory preflight)."""
 from transformers import LlamaConfig, OPTConfig, PretrainedConfig, PreTrainedTokenizerFast
 
-RANDOM_FAMILIES = ("llama", "opt")  # what a `random_init` entry may build
-
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (256 bytes + end-of-text), built in memory with no download."""

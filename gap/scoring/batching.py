@@ -22,16 +22,3 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
             mask[row, width - len(seq):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
-
-
-def within_logits_budget(batch: list[int], kept: list[int], vocab: int, budget: int = LOGITS_BUDGET) -> list[list[int]]:
-    """Split a batch, in order, into passes whose logits (rows x the most positions any row keeps for the
-    output layer (`kept`) x `vocab`) fit `budget`. A row over it on its own goes alone."""
-    parts: list[list[int]] = []
-    for i in batch:
-        part = parts[-1] if parts else None
-        if part and (len(part) + 1) * max([kept[i]] + [kept[j] for j in part]) * vocab <= budget:
-            part.append(i)
-        else:
-            parts.append([i])
-    return parts

@@ -72,13 +72,12 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     whole = [fits(it.context, it.continuations, scoring.max_length) for it in items]
     state = prefill(model, [it.context for it in items], pad_id,
                     targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)], fill=FILL)
+    fitted = [i for i, fit in enumerate(whole) if fit]
     long = [i for i, fit in enumerate(whole) if not fit]
     pairs = [(items[i].context, items[i].continuations[0]) for i in long]
-    fitted = [i for i, fit in enumerate(whole) if fit]
     token_lls = in_input_order(len(items), [
         (fitted, [state.target_logprobs[i] for i in fitted]),
-        (long, continuation_logprobs(model, pairs, pad_id, scoring.max_length, scoring.max_batch_tokens)
-         if long else [])])
+        (long, continuation_logprobs(model, pairs, pad_id, scoring.max_length, scoring.max_batch_tokens))])
     replies = generate_from(model, tokenizer, state, scoring.max_new_tokens, list(scoring.stops))
     return [{"index": it.example.index, "target": it.example.target, "pred": reply,
              "f1": unigram_f1(reply, it.target_text), "nll": -sum(lls), "tokens": len(lls)}

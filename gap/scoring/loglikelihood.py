@@ -3,7 +3,7 @@ import torch
 
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of, packed_masks
-from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, within_logits_budget
+from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad
 from gap.scoring.prefill import token_logprobs
 
 
@@ -17,12 +17,12 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
                           max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET) -> list[list[float]]:
     """Per-token log-probabilities of each continuation after its context, every pair on its own row, in
-    passes of at most `max_tokens` padded tokens (`length_sorted_batches`; a longer pair runs alone) whose
-    logits fit `logits_budget` (`within_logits_budget`)."""
+    passes of at most `max_tokens` padded tokens whose logits fit `logits_budget` (`length_sorted_batches`;
+    a pair over a budget runs alone)."""
     widths = [min(len(ctx) + len(cont), max_length) for ctx, cont in pairs]
     kept = [min(len(cont), max_length - 1) + 1 for _, cont in pairs]
-    groups = [part for group in length_sorted_batches(widths, len(pairs), max_tokens, fill=None)
-              for part in within_logits_budget(group, kept, vocab_size(model), logits_budget)]
+    groups = length_sorted_batches(widths, len(pairs), max_tokens, fill=None, kept=kept,
+                                   max_positions=logits_budget // vocab_size(model))
     return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length))
                                        for g in groups])
 
@@ -124,12 +124,12 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
 
     Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
     under 1 - `fill` of each pass (on a CPU padding costs as much as real tokens; smaller passes do not),
-    or when its logits would pass `logits_budget` (`within_logits_budget`).
+    or when its logits would pass `logits_budget` (`length_sorted_batches`).
     """
     widths = [packed_width(ctx, choices) for ctx, choices in requests]
     kept = [width - len(ctx) + 1 for width, (ctx, _) in zip(widths, requests)]  # from the context's last token
-    groups = [part for group in length_sorted_batches(widths, len(widths), fill=fill)
-              for part in within_logits_budget(group, kept, vocab_size(model), logits_budget)]
+    groups = length_sorted_batches(widths, len(widths), fill=fill, kept=kept,
+                                   max_positions=logits_budget // vocab_size(model))
     return in_input_order(len(requests), [(g, per_request([requests[i] for i in g], packed_pass(
         model, [requests[i] for i in g], pad_id))) for g in groups])
 
@@ -155,9 +155,8 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
               if share_context and ctx and fits(ctx, choices, max_length)
               and (widest is None or packed_width(ctx, choices) <= widest)]
     alone = sorted(set(range(len(requests))) - set(shared))
-    parts = [(shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id))] if shared else []
-    if alone:
-        pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
-        scores = continuation_logprobs(model, pairs, pad_id, max_length, max_tokens)
-        parts.append((alone, per_request([requests[i] for i in alone], scores)))
-    return in_input_order(len(requests), parts)
+    pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
+    return in_input_order(len(requests), [
+        (shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)),
+        (alone, per_request([requests[i] for i in alone], continuation_logprobs(model, pairs, pad_id, max_length,
+                                                                                 max_tokens)))])

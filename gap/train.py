@@ -21,7 +21,7 @@ from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory
-from gap.memory.plan import parameters_sharded, strategy_of
+from gap.memory.plan import parameters_sharded, plan_of, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
@@ -90,8 +90,9 @@ def scoring_of(cfg: DictConfig) -> Scoring:
 
 
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
+    ranks = 1 if parameters_sharded(strategy_of(cfg.trainer.get("strategy"))[0]) else plan_of(cfg).world
     return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
-                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style)
+                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style, ranks)
 
 
 def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:

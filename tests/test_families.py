@@ -12,7 +12,6 @@ import torch
 import transformers as T
 
 from gap.scoring.attention import PACKED_FAMILIES, attention_of
-from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
@@ -89,15 +88,28 @@ def test_choice_scores_equal_the_models_own_forward(family):
 
 
 def test_dialogue_targets_and_greedy_replies_equal_the_models_own(family):
-    """Targets teacher-forced in the prefill, then the cache cut back to the contexts, in one pass, in
-    passes of similar width joined into one cache (FILL), and one row alone: scores as the model's
-    forward, greedy replies as its `generate`."""
+    """Targets teacher-forced in the prefill, prompts packed several to a row where the family packs (a
+    GPT-Neo row no wider than its window; wider prompts a row each), the cache kept for the contexts:
+    in one pass, in passes of a few tokens joined into one cache, and one row alone. Scores as the
+    model's forward, greedy replies as its `generate`."""
     model, tokenizer = family
     contexts = [ctx for ctx, _ in REQUESTS[:len(TARGETS)]]
     want = [own_logprobs(model, ctx, target) for ctx, target in zip(contexts, TARGETS)]
     replies = [own_reply(model, tokenizer, ctx, 8) for ctx in contexts]
-    for rows, fill in (([0, 1, 2, 3], None), ([0, 1, 2, 3], FILL), ([2], None)):
-        state = prefill(model, [contexts[i] for i in rows], tokenizer.pad_token_id, [TARGETS[i] for i in rows], fill)
+    passes = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: passes.append(kwargs["input_ids"].shape),
+                                       with_kwargs=True)
+    try:
+        state = prefill(model, contexts, tokenizer.pad_token_id, TARGETS)
+    finally:
+        hook.remove()
+    packs_all = attention_of(model).widest is None
+    assert sum(rows for rows, _ in passes) == (3 if packs_all else 4)  # rows of 14, 13, and 5 + 2 tokens
+    assert largest_difference(state.target_logprobs, want) < 1e-4
+    assert generate_from(model, tokenizer, state, 8, stops=[]) == replies
+    for rows, max_tokens in (([0, 1, 2, 3], 8), ([2], None)):
+        state = prefill(model, [contexts[i] for i in rows], tokenizer.pad_token_id, [TARGETS[i] for i in rows],
+                        max_tokens=max_tokens)
         assert largest_difference(state.target_logprobs, [want[i] for i in rows]) < 1e-4
         assert generate_from(model, tokenizer, state, 8, stops=[]) == [replies[i] for i in rows]
 
@@ -146,7 +158,7 @@ def test_a_bos_adding_tokenizer_end_to_end_in_the_paper_format(tiny_opt, data_di
     targets = [it.continuations[0] for it in dialogue]
     assert all(t[0] == bos and tok.decode(t, skip_special_tokens=True) == it.target_text
                for t, it in zip(targets, dialogue))
-    state = prefill(model, [it.context for it in dialogue], tok.pad_token_id, targets, FILL)
+    state = prefill(model, [it.context for it in dialogue], tok.pad_token_id, targets)
     want = [own_logprobs(model, it.context, t) for it, t in zip(dialogue, targets)]
     assert largest_difference(state.target_logprobs, want) < 1e-4
     replies = [own_reply(model, tok, it.context, 6) for it in dialogue]

@@ -8,7 +8,7 @@ import pytest
 from gap.data.evaluation import tokenize_example
 from gap.data.tasks import load_examples
 from gap.scoring.attention import attention_of
-from gap.scoring.batching import FILL, LOGITS_BUDGET
+from gap.scoring.batching import LOGITS_BUDGET
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs
 from gap.scoring.prefill import prefill
@@ -55,7 +55,7 @@ def test_real_examples_score_and_reply_as_the_models_own_without_blowing_memory(
     dialogue = [tokenize_example("empathetic_dialogues", ex, tok, 512)
                 for ex in load_examples(data_dir, "empathetic_dialogues", "validation", 2)]
     state = prefill(model, [it.context for it in dialogue], tok.pad_token_id,
-                    [it.continuations[0] for it in dialogue], FILL)
+                    [it.continuations[0] for it in dialogue])
     want = [own_logprobs(model, it.context, it.continuations[0]) for it in dialogue]
     assert largest_difference(state.target_logprobs, want) < 1e-3
     assert generate_from(model, tok, state, 8, stops=[]) == [own_reply(model, tok, it.context, 8) for it in dialogue]

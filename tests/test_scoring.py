@@ -172,6 +172,29 @@ def test_predictions_identical_across_batch_sizes_and_context_sharing(tiny, data
             assert abs(runs[0]["metrics"][key] - run["metrics"][key]) < 1e-5, key
 
 
+def test_a_dialogue_task_decodes_in_one_batch_while_its_kv_cache_fits(tiny, data_dir):
+    """Classification batches hold `batch_size` examples; a dialogue task's rows all decode together
+    (one batch per rank) unless their KV cache would pass the preflight's KV_TOKENS x max_batch_tokens."""
+    from gap.memory.estimate import KV_TOKENS
+
+    tok = tiny[1]
+    examples = {t: load_examples(data_dir, t, "validation", 7) for t in ("copa", "empathetic_dialogues")}
+
+    def batches(max_tokens, ranks=1):
+        data = EvalDataModule(examples, tok, 512, 2, max_tokens, max_new_tokens=6, ranks=ranks)
+        data.setup()
+        return data, data.batches["empathetic_dialogues"]
+
+    data, one = batches(8192)
+    assert [len(b) for b in data.batches["copa"]] == [2, 2, 2, 1] and [len(b) for b in one] == [7]
+    assert [len(b) for b in batches(8192, ranks=2)[1]] == [4, 3]
+    costs = {i: it.cost(6) for i, it in enumerate(data.items["empathetic_dialogues"])}
+    max_tokens = -(-2 * max(costs.values()) // int(KV_TOKENS))  # rows x the longest: two rows fit, three do not
+    split = batches(max_tokens)[1]
+    assert len(split[0]) == 2 and sorted(i for b in split for i in b) == list(range(7))
+    assert all(len(b) * max(costs[i] for i in b) <= KV_TOKENS * max_tokens for b in split)
+
+
 def test_metrics_are_the_mean_of_the_predictions(tiny, data_dir):
     model, tok = tiny
     examples = {t: load_examples(data_dir, t, "validation", 5) for t in ("piqa", "blended_skill_talk")}
@@ -225,15 +248,24 @@ def test_dialogue_loss_from_the_prefill_equals_a_separate_pass(tiny, data_dir, t
     assert run["predictions"][task][0]["pred"] == alone
 
 
-@pytest.mark.parametrize("fill", [None, 0.75])
-def test_targets_teacher_forced_in_the_prefill_score_as_alone_and_leave_the_context_cache(tiny, fill):
-    """One pass (fill=None), or passes of similar width joined into one left-padded cache (fill)."""
+@pytest.mark.parametrize("max_tokens, fill, shapes", [(None, None, [(2, 34)]), (16, None, [(1, 34), (1, 15)]),
+                                                      (None, 0.75, [(1, 34), (1, 15)])])
+def test_targets_teacher_forced_in_the_prefill_score_as_alone_and_leave_the_context_cache(tiny, max_tokens, fill,
+                                                                                          shapes):
+    """Prompts and targets packed into rows in one pass, or in passes of at most 16 row positions (a
+    wider row alone), or closed at a row under 3/4 of their widest, joined into one left-padded cache."""
     model, tok = tiny
     contexts = [list(range(10, 40)), [7, 8, 9], list(range(50, 62))]
-    targets = [[70, 71, 72, 73, 74], [], [75]]   # uneven, one empty: right padding of every width
-    widths = [len(c) + len(t) for c, t in zip(contexts, targets)]
-    assert len(length_sorted_batches(widths, 3, fill=fill)) == (1 if fill is None else 3)
-    state = prefill(model, contexts, tok.pad_token_id, targets=targets, fill=fill)
+    targets = [[70, 71, 72, 73, 74], [], [75]]   # uneven, one empty
+    passes = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: passes.append(kwargs["input_ids"].shape),
+                                       with_kwargs=True)
+    try:
+        state = prefill(model, contexts, tok.pad_token_id, targets=targets, max_tokens=max_tokens, fill=fill)
+    finally:
+        hook.remove()
+    # packed: the target's last token is not fed; rows of 34, then 12 + 3 tokens
+    assert passes == shapes
     assert [len(s) for s in state.target_logprobs] == [5, 0, 1]
     for ctx, target, got in zip(contexts, targets, state.target_logprobs):
         if target:
@@ -243,6 +275,7 @@ def test_targets_teacher_forced_in_the_prefill_score_as_alone_and_leave_the_cont
     assert torch.allclose(state.last_logits, alone.last_logits, atol=1e-4)
     replies = generate_from(model, tok, state, 6, ["\nUser "])
     assert replies == generate_from(model, tok, alone, 6, ["\nUser "])
+    assert replies == [greedy_generate(model, tok, [ctx], 6, ["\nUser "])[0] for ctx in contexts]
 
 
 def _packed_equals_from_scratch(model, requests, pad_id, fill=FILL):

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from gap.data.encoding import encode
 from gap.data.harness import HarnessExample, encode_pair, load_harness_examples
 from gap.data.tasks import TASKS, Example, load_examples, task_file
+from gap.memory.estimate import KV_TOKENS
 from gap.ordering import length_sorted_batches
 
 PROMPT_STYLES = ("gap", "harness")
@@ -87,12 +88,16 @@ def load_eval_examples(data_dir: Path, tasks: list[str], split: str, limit: int 
 
 class EvalDataModule(L.LightningDataModule):
     """The evaluation tasks, in the order given: `setup` tokenises every example once and groups each
-    task's examples into length-sorted batches; `val_dataloader` gives one dataloader per task."""
+    task's examples into length-sorted batches: a classification task's of `batch_size` examples and
+    `max_batch_tokens`, a dialogue task's as large as the KV cache allows; `val_dataloader` gives one
+    dataloader per task."""
 
     def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
-                 max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap"):
+                 max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap",
+                 ranks: int = 1):
         super().__init__()
         self.examples, self.tokenizer, self.prompt_style = examples, tokenizer, prompt_style
+        self.ranks = ranks  # processes that split the batches: a dialogue task gives each at least one
         self.max_length, self.batch_size = max_length, batch_size
         self.max_batch_tokens, self.max_new_tokens = max_batch_tokens, max_new_tokens
         self.tasks = list(examples)
@@ -105,11 +110,13 @@ class EvalDataModule(L.LightningDataModule):
         for task, examples in self.examples.items():
             items = [tokenize_example(task, ex, self.tokenizer, self.max_length, self.prompt_style) for ex in examples]
             self.items[task] = items
-            # classification batches close at half their widest; generation keeps rows together (each
-            # extra batch costs a full run of decoding steps)
-            self.batches[task] = length_sorted_batches([it.cost(self.max_new_tokens) for it in items],
-                                                       self.batch_size, self.max_batch_tokens,
-                                                       fill=0.5 if TASKS[task].scored else None)
+            costs = [it.cost(self.max_new_tokens) for it in items]
+            if TASKS[task].scored:  # batches close at half their widest
+                self.batches[task] = length_sorted_batches(costs, self.batch_size, self.max_batch_tokens, fill=0.5)
+            else:  # every row decodes at once (a batch more is a run of decoding steps more) while the
+                #    KV cache stays within the memory preflight's; the prefill runs in passes of max_batch_tokens
+                kv_tokens = self.max_batch_tokens and KV_TOKENS * self.max_batch_tokens
+                self.batches[task] = length_sorted_batches(costs, -(-len(items) // self.ranks), kv_tokens, fill=None)
 
     def item_batches(self) -> dict[str, list[list[EvalItem]]]:
         """Each task's batches of items, as the dataloaders give them (for evaluating without a Trainer)."""

@@ -15,7 +15,8 @@ RUNTIME = 1 * GB  # CUDA context, cuBLAS workspace and allocator slack: a fixed 
 # Evaluation peaks in batches of E = 8192 tokens, measured on an H100 with random OPT-1.3b/2.7b weights and
 # the paper's tasks: the KV cache held up to 5.6 E tokens (math_qa, 64 items a batch: the contexts, and for
 # each of 5 choices a copy of its context's rows, two buckets' copies alive at once), and at most 0.46 E
-# positions went through the output layer (hellaswag).
+# positions went through the output layer (hellaswag). Scoring now keeps no such copies; a dialogue batch
+# holds at most KV_TOKENS x E tokens of KV cache (`gap.data.evaluation`), so that its rows decode at once.
 KV_TOKENS, SCORED = 6.0, 0.5
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 SHARDED = {  # the parts that each of `world` processes holds 1/world of

@@ -57,3 +57,13 @@ def packed_masks(attention: Attention, mask: torch.Tensor, positions: torch.Tens
             allowed = mask & (positions[:, None, :, None] - positions[:, None, None, :] < window)
         masks[kind] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     return masks[None] if None in masks else masks
+
+
+def model_masks(model, mask: torch.Tensor, positions: torch.Tensor):
+    """`packed_masks` for `model`, on its device: additive float masks, read alike by eager and sdpa
+    attention, in the dtype attention computes in."""
+    device = model.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
+        next(model.parameters()).dtype
+    masks = packed_masks(attention_of(model), mask, positions, dtype)
+    return {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)

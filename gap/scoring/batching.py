@@ -7,6 +7,11 @@ FILL = 0.75  # a forward pass closes at a row narrower than this share of its wi
 LOGITS_BUDGET = 2**27
 
 
+def vocab_size(model) -> int:
+    """The width of the model's output layer."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad token lists to one width; return input ids, attention mask and position ids.
 

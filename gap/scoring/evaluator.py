@@ -7,7 +7,6 @@ import numpy as np
 
 from gap.data.tasks import TASKS
 from gap.ordering import in_input_order
-from gap.scoring.batching import FILL
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, fits
 from gap.scoring.metrics import unigram_f1
@@ -71,7 +70,8 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     # a prompt + target over max_length is scored apart, as the authors truncated it
     whole = [fits(it.context, it.continuations, scoring.max_length) for it in items]
     state = prefill(model, [it.context for it in items], pad_id,
-                    targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)], fill=FILL)
+                    targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)],
+                    max_tokens=scoring.max_batch_tokens)
     fitted = [i for i, fit in enumerate(whole) if fit]
     long = [i for i, fit in enumerate(whole) if not fit]
     pairs = [(items[i].context, items[i].continuations[0]) for i in long]

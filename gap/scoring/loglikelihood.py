@@ -2,8 +2,9 @@
 import torch
 
 from gap.ordering import in_input_order, length_sorted_batches
-from gap.scoring.attention import attention_of, packed_masks
-from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad
+from gap.scoring.attention import attention_of, model_masks
+from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
+from gap.scoring.packing import Segment, packed_rows
 from gap.scoring.prefill import token_logprobs
 
 
@@ -25,11 +26,6 @@ def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_i
                                    max_positions=logits_budget // vocab_size(model))
     return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length))
                                        for g in groups])
-
-
-def vocab_size(model) -> int:
-    """The width of the model's output layer."""
-    return model.get_output_embeddings().weight.shape[0]
 
 
 @torch.no_grad()
@@ -55,40 +51,18 @@ def packed_width(context: list[int], choices: list[list[int]]) -> int:
 
 
 def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
-    """Left-padded rows of context + every choice but its last token, and the 4D mask that keeps the
-    choices apart: the context is causal, each choice segment sees the whole context and itself causally,
-    and takes positions on from the context's length, so each choice is scored as if it were alone.
-
-    A pad position attends only to its row's first token, never to itself: no row of the mask is all
-    masked (which gives NaN), and the mask's diagonal marks the real tokens (the benchmark counts them so).
-    Returns ids, the boolean mask [rows, 1, width, width], position ids, and per choice the (row, column)
-    of the logits that score its tokens.
-    """
-    rows = [ctx + [t for c in choices for t in c[:-1]] for ctx, choices in requests]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 pad, 0 context, s choice s
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    """Left-padded rows of context + every choice but its last token (`packed_rows`): each choice segment
+    sees the whole context and itself causally, and takes positions on from the context's length, so each
+    choice is scored as if it were alone. Returns ids, the boolean mask [rows, 1, width, width], position
+    ids, and per choice the (row, columns) of the logits that score its tokens."""
+    rows = [[Segment(ctx)] + [Segment(c[:-1], len(ctx), parent=0) for c in choices] for ctx, choices in requests]
+    packed = packed_rows(rows, pad_id)
     where = []
-    for r, ((ctx, choices), row) in enumerate(zip(requests, rows)):
-        start = width - len(row)
-        ids[r, start:] = torch.tensor(row)
-        segment[r, start:start + len(ctx)] = 0
-        positions[r, start:start + len(ctx)] = torch.arange(len(ctx))
-        last = start + len(ctx) - 1
-        col = last + 1
-        for s, c in enumerate(choices, 1):
-            segment[r, col:col + len(c) - 1] = s
-            positions[r, col:col + len(c) - 1] = torch.arange(len(ctx), len(ctx) + len(c) - 1)
-            # c[0] is scored at the context's last token, c[t] at the segment's token t - 1
-            where.append((r, [last] + list(range(col, col + len(c) - 1))))
-            col += len(c) - 1
-    query, key = segment[:, :, None], segment[:, None, :]
-    mask = torch.ones(width, width, dtype=torch.bool).tril() & ((query == key) | (key == 0) & (query > 0))
-    first = torch.arange(width) == torch.tensor([width - len(r) for r in rows])[:, None]  # [rows, width]
-    pads = segment[:, :, None] < 0
-    mask = mask & ~pads | pads & first[:, None, :]
-    return ids, mask[:, None], positions, where
+    for r, ((ctx, choices), starts) in enumerate(zip(requests, packed.columns)):
+        last = starts[0] + len(ctx) - 1
+        # c[0] is scored at the context's last token, c[t] at the segment's token t - 1
+        where += [(r, [last] + list(range(col, col + len(c) - 1))) for col, c in zip(starts[1:], choices)]
+    return packed.ids, packed.mask, packed.positions, where
 
 
 @torch.no_grad()
@@ -100,13 +74,8 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
     width = ids.shape[1]
     keep = width - min(cols[0] for _, cols in where)
     device = model.device
-    # additive float masks, read alike by eager and sdpa attention, in the dtype attention computes in
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
-        next(model.parameters()).dtype
-    masks = packed_masks(attention_of(model), mask, positions, dtype)
-    masks = {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
-    logits = model(input_ids=ids.to(device), attention_mask=masks, position_ids=positions.to(device),
-                   logits_to_keep=keep, use_cache=False).logits
+    logits = model(input_ids=ids.to(device), attention_mask=model_masks(model, mask, positions),
+                   position_ids=positions.to(device), logits_to_keep=keep, use_cache=False).logits
     rows = torch.tensor([r for r, cols in where for _ in cols], device=device)
     cols = torch.tensor([c - (width - keep) for _, cs in where for c in cs], device=device)
     targets = torch.tensor([t for (_, choices) in requests for c in choices for t in c], device=device)

@@ -5,7 +5,9 @@ import torch
 from transformers import DynamicCache
 
 from gap.ordering import in_input_order, length_sorted_batches
-from gap.scoring.batching import left_pad
+from gap.scoring.attention import attention_of, model_masks
+from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
+from gap.scoring.packing import Segment, first_fit, packed_rows
 
 
 @dataclass
@@ -19,28 +21,92 @@ class Prefill:
 
 @torch.no_grad()
 def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[int]] | None = None,
-            fill: float | None = None) -> Prefill:
-    """Run left-padded contexts once and keep their KV cache and last-position logits.
+            max_tokens: int | None = None, fill: float | None = FILL, logits_budget: int = LOGITS_BUDGET) -> Prefill:
+    """Run the contexts once and keep their KV cache, left-padded to one width, and last-position logits.
 
-    `targets` (one per context, possibly empty) are teacher-forced in the same pass, right-padded after
-    their contexts: their token log-probabilities come from this pass, and the cache is then cut back to
-    the contexts, so that generation continues from the context alone. Every layer's cache keeps every
-    position (a sliding-window layer's own cache drops old ones and cannot be cut back): the model's
-    masks apply the windows.
+    `targets` (one per context, possibly empty) are teacher-forced in the same pass: their token
+    log-probabilities come from it, while the cache keeps the contexts alone, so that generation
+    continues from the context. Every layer's cache keeps every position (a sliding-window layer's own
+    cache drops old ones): the model's masks apply the windows.
 
-    With `fill`, rows run in passes of similar width (`length_sorted_batches`), whose caches are then
-    joined, left-padded, into one: the passes waste little on padding, while generation still decodes
-    every row at once.
+    Where the model packs (`attention_of`), sequences share rows as wide as the longest (`first_fit`,
+    `_packed_pass`); other models, and sequences wider than a GPT-Neo window, take a row each. Rows run
+    in left-padded passes that close at a row under `fill` x their widest, hold at most `max_tokens` row
+    positions and logits within `logits_budget`; the passes' caches are joined into one, so that
+    generation decodes every row at once.
     """
     targets = targets or [[] for _ in contexts]
-    groups = length_sorted_batches([len(c) + len(t) for c, t in zip(contexts, targets)], len(contexts), fill=fill)
-    if len(groups) == 1:
-        return _prefill_pass(model, contexts, targets, pad_id)
-    parts = [_prefill_pass(model, [contexts[i] for i in g], [targets[i] for i in g], pad_id) for g in groups]
-    return _joined(parts, [torch.tensor(g, device=model.device) for g in groups], len(contexts))
+    widest = attention_of(model).widest
+    # packed, a target's last token is not fed (nothing after it is scored)
+    lengths = [len(c) + max(len(t) - 1, 0) for c, t in zip(contexts, targets)]
+    packed = [i for i, (c, n) in enumerate(zip(contexts, lengths))
+              if c and widest != 0 and (widest is None or n <= widest)]
+    alone = sorted(set(range(len(contexts))) - set(packed))
+    most_positions = logits_budget // vocab_size(model)
+    parts = []  # (indices, their Prefill)
+    if packed:
+        rows = [[packed[j] for j in row] for row in first_fit([lengths[i] for i in packed],
+                                                              max(lengths[i] for i in packed))]
+        widths = [sum(lengths[i] for i in row) for row in rows]
+        kept = [sum(max(len(targets[i]), 1) for i in row) for row in rows]  # every tail reaches the output layer
+        for group in length_sorted_batches(widths, len(rows), max_tokens, fill=fill, kept=kept,
+                                           max_positions=most_positions):
+            pairs = [[(contexts[i], targets[i]) for i in rows[g]] for g in group]
+            parts.append(([i for g in group for i in rows[g]], _packed_pass(model, pairs, pad_id)))
+    widths = [len(contexts[i]) + len(targets[i]) for i in alone]
+    kept = [len(targets[i]) + 1 for i in alone]
+    for group in length_sorted_batches(widths, len(alone), max_tokens, fill=fill, kept=kept,
+                                       max_positions=most_positions):
+        rows = [alone[g] for g in group]
+        parts.append((rows, _prefill_pass(model, [contexts[i] for i in rows], [targets[i] for i in rows], pad_id)))
+    return _joined(parts, len(contexts))
+
+
+def _packed_pass(model, rows: list[list[tuple[list[int], list[int]]]], pad_id: int) -> Prefill:
+    """One forward pass over rows of (context, target) pairs (`packed_rows`). A pair is two segments: its
+    head (the context but its last token) and its tail (the context's last token, then the target but
+    its last token, at the positions they follow), the tails at the end of the row, so that only they
+    reach the output layer. Each context's cache (its head, and its tail's first token) is gathered into
+    one left-padded cache, a row per pair, in the order of `rows`."""
+    segments = [[Segment(ctx[:-1]) for ctx, _ in row] +
+                [Segment(ctx[-1:] + target[:-1], len(ctx) - 1, parent=h) for h, (ctx, target) in enumerate(row)]
+                for row in rows]
+    packed = packed_rows(segments, pad_id)
+    width = packed.ids.shape[1]
+    pairs = [(r, h, ctx, target) for r, row in enumerate(rows) for h, (ctx, target) in enumerate(row)]
+    tails = [packed.columns[r][len(rows[r]) + h] for r, h, _, _ in pairs]
+    keep = width - min(tails)
+    device = model.device
+    out = model(input_ids=packed.ids.to(device), attention_mask=model_masks(model, packed.mask, packed.positions),
+                position_ids=packed.positions.to(device), cache=DynamicCache(), use_cache=True, logits_to_keep=keep)
+    logits = out.logits
+    # the logits at a tail's token j predict its target's token j
+    at = torch.tensor([[r, tail - (width - keep) + j] for (r, _, _, target), tail in zip(pairs, tails)
+                       for j in range(len(target))], dtype=torch.long, device=device).reshape(-1, 2)
+    targets = torch.tensor([t for *_, target in pairs for t in target], dtype=torch.long, device=device)
+    scores = iter(token_logprobs(logits[at[:, 0], at[:, 1]], targets).tolist())
+    target_logprobs = [[next(scores) for _ in target] for *_, target in pairs]
+    pair_rows = torch.tensor([r for r, *_ in pairs], device=device)
+    last_logits = logits[pair_rows, torch.tensor(tails, device=device) - (width - keep)].float()
+
+    lengths = [len(ctx) for _, _, ctx, _ in pairs]
+    context_width = max(lengths)
+    columns = torch.zeros((len(pairs), context_width), dtype=torch.long)  # left padding reads column 0, masked
+    mask = torch.zeros((len(pairs), context_width), dtype=torch.long)
+    for e, ((r, h, ctx, _), tail) in enumerate(zip(pairs, tails)):
+        head = packed.columns[r][h]
+        columns[e, context_width - len(ctx):] = torch.tensor(list(range(head, head + len(ctx) - 1)) + [tail])
+        mask[e, context_width - len(ctx):] = 1
+    columns = columns.to(device)
+    for layer in out.cache.layers:  # [rows, heads, width, dim] -> [pairs, heads, context width, dim]
+        layer.keys = layer.keys[pair_rows[:, None], :, columns].transpose(1, 2)
+        layer.values = layer.values[pair_rows[:, None], :, columns].transpose(1, 2)
+    return Prefill(out.cache, mask.to(device), torch.tensor(lengths, device=device), last_logits, target_logprobs)
 
 
 def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pad_id: int) -> Prefill:
+    """One left-padded forward pass, a row per context with its target after it (right-padded); the
+    cache is then cut back to the contexts."""
     ids, mask, positions = left_pad(contexts, pad_id, model.device)
     lengths = mask.sum(-1)
     extra = max(len(t) for t in targets)
@@ -62,23 +128,26 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
                    [row[:len(target)] for row, target in zip(scores, targets)])
 
 
-def _joined(parts: list[Prefill], rows: list[torch.Tensor], total: int) -> Prefill:
-    """One prefill of `total` rows from passes that filled rows `rows[i]` each, left-padded to the widest
-    (padding keys are zero and masked)."""
-    width = max(p.mask.shape[1] for p in parts)
-    first = parts[0]
+def _joined(parts: list[tuple[list[int], Prefill]], total: int) -> Prefill:
+    """One prefill of `total` rows from passes that filled the rows listed beside each, left-padded to
+    the widest (padding is masked)."""
+    if len(parts) == 1 and parts[0][0] == list(range(total)):
+        return parts[0][1]
+    first = parts[0][1]
+    device = first.mask.device
+    width = max(p.mask.shape[1] for _, p in parts)
     mask = first.mask.new_zeros(total, width)
     lengths = first.lengths.new_zeros(total)
     last_logits = first.last_logits.new_empty(total, first.last_logits.shape[1])
-    for part, index in zip(parts, rows):
+    rows = [torch.tensor(indices, device=device) for indices, _ in parts]
+    for index, (_, part) in zip(rows, parts):
         mask[index, width - part.mask.shape[1]:] = part.mask
         lengths[index], last_logits[index] = part.lengths, part.last_logits
-    target_logprobs = in_input_order(total, [(index.tolist(), part.target_logprobs)
-                                             for part, index in zip(parts, rows)])
+    target_logprobs = in_input_order(total, [(indices, part.target_logprobs) for indices, part in parts])
     for n, layer in enumerate(first.cache.layers):
-        keys = layer.keys.new_zeros(total, *layer.keys.shape[1:2], width, layer.keys.shape[3])
-        values = layer.values.new_zeros(total, *layer.values.shape[1:2], width, layer.values.shape[3])
-        for part, index in zip(parts, rows):
+        keys = layer.keys.new_zeros(total, layer.keys.shape[1], width, layer.keys.shape[3])
+        values = layer.values.new_zeros(total, layer.values.shape[1], width, layer.values.shape[3])
+        for index, (_, part) in zip(rows, parts):
             part_layer = part.cache.layers[n]
             keys[index, :, width - part_layer.keys.shape[2]:] = part_layer.keys
             values[index, :, width - part_layer.values.shape[2]:] = part_layer.values

@@ -100,8 +100,9 @@ class FlopCounter:
     the rest of the wall time is spent outside it."""
 
     def __init__(self, model, device: str):
-        cfg = model.config
+        cfg = model.config.get_text_config(decoder=True)
         self.layers, self.width = cfg.num_hidden_layers, cfg.hidden_size
+        self.layer_types = getattr(cfg, "layer_types", None)  # the key of each layer's mask, where they differ
         vocab = model.get_output_embeddings().weight.shape[0]
         embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
         embeddings |= {id(p) for p in model.get_output_embeddings().parameters()}
@@ -126,17 +127,27 @@ class FlopCounter:
         self.sync()
         self.started = time.perf_counter()
 
+    @staticmethod
+    def _packed(mask: torch.Tensor, width: int) -> tuple[torch.Tensor, float]:
+        """Real queries per row and attended (query, key) pairs of a packed pass's additive mask
+        [rows, 1, queries, keys] (0 = attend)."""
+        attends = mask[:, 0] == 0
+        real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)  # a pad never sees itself
+        return real.sum(-1).double(), (attends & real[..., None]).sum().item()
+
     def _hook(self, module, args, kwargs, output):
         self.sync()
         seconds = time.perf_counter() - self.started
         ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
         rows, width = ids.shape
         mask = torch.ones_like(ids) if mask is None else mask
-        if mask.dim() == 4:  # packed rows: [rows, 1, queries, keys], additive (0 = attend)
-            attends = mask[:, 0] == 0
-            real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)  # a pad never sees itself
-            queries = real.sum(-1).double()
-            pairs = (attends & real[..., None]).sum().item()
+        if isinstance(mask, dict):  # packed rows, a mask per layer type: pairs averaged over the layers
+            counts = {kind: self._packed(m, width) for kind, m in mask.items()}
+            queries = next(iter(counts.values()))[0]
+            pairs = sum(counts[kind][1] for kind in self.layer_types) / self.layers
+            mask = next(iter(mask.values()))
+        elif mask.dim() == 4:
+            queries, pairs = self._packed(mask, width)
         else:
             queries = mask[:, -width:].sum(-1).double()
             keys_before = mask[:, :-width].sum(-1).double()

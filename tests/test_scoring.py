@@ -345,6 +345,30 @@ def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_fr
     assert abs(generation["flops"] - per_token - attention * 4) < 1
 
 
+def test_flop_counter_counts_each_layer_types_own_mask(tiny):
+    """Gemma 3's packed pass hands a mask per layer type: a sliding layer attends fewer pairs."""
+    import transformers as T
+
+    from bench.evaluation import FlopCounter
+
+    tokenizer = tiny[1]
+    config = T.Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                                layer_types=["sliding_attention", "full_attention"], bos_token_id=None,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = T.Gemma3ForCausalLM(config).eval()
+    counter = FlopCounter(model, "cpu")
+    packed_pass(model, [([1, 2, 3, 4, 5, 6], [[7, 8, 9]])], pad_id=0)  # positions 0-5, then the choice's 6, 7
+    # full: the context causally (21), the choice's tokens see the context and themselves (7 + 8);
+    # sliding (4 positions): the context 1+2+3+4+4+4, the choice's tokens positions 3-6 and 4-7
+    full, sliding = 21 + 7 + 8, 18 + 4 + 4
+    totals = counter.totals()
+    assert totals["tokens"] == 8
+    attention = 4 * counter.width * (full + sliding)  # both layers
+    assert abs(totals["flops"] - counter.per_token * 8 - attention) < 1
+
+
 def test_requests_scored_one_by_one_keep_to_the_token_budget(tiny, data_dir):
     """Questions too long to share their context are scored choice by choice in passes of at most
     `max_tokens` padded tokens (a pair longer than the budget alone), with the scores of one pass."""

@@ -44,22 +44,28 @@ def baseline_key(cfg: DictConfig, examples: dict[str, list]) -> dict:
 
 
 def baseline_path(cfg: DictConfig, examples: dict[str, list]) -> Path:
-    digest = hashlib.sha256(json.dumps(baseline_key(cfg, examples), sort_keys=True).encode()).hexdigest()[:16]
+    return _path(cfg, baseline_key(cfg, examples))
+
+
+def _path(cfg: DictConfig, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cfg.paths.baseline_dir) / f"{cfg.model.name}-{digest}.json"
 
 
 def load_baseline(cfg: DictConfig, examples: dict[str, list]) -> dict | None:
     """The cached baseline evaluation for this setup, or None (also when `eval.overwrite`)."""
-    path = baseline_path(cfg, examples)
+    key = baseline_key(cfg, examples)
+    path = _path(cfg, key)
     if cfg.eval.overwrite or not path.is_file():
         return None
     stored = json.loads(path.read_text())
-    if stored.get("key") != json.loads(json.dumps(baseline_key(cfg, examples))):
+    if stored.get("key") != json.loads(json.dumps(key)):
         return None  # a hash collision or a hand-edited file: recompute
     return {**stored["evaluation"], "cached": str(path)}
 
 
 def store_baseline(cfg: DictConfig, examples: dict[str, list], evaluation: dict) -> Path:
-    path = baseline_path(cfg, examples)
-    write_atomic(path, json.dumps({"key": baseline_key(cfg, examples), "evaluation": evaluation}) + "\n")
+    key = baseline_key(cfg, examples)
+    path = _path(cfg, key)
+    write_atomic(path, json.dumps({"key": key, "evaluation": evaluation}) + "\n")
     return path

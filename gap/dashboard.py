@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gap.cli import command
-from gap.data.tasks import CATEGORIES, TASKS
+from gap.data.tasks import AVERAGES, CATEGORIES, TASKS
 from gap.errors import ConfigError, GapError
 from gap.files import write_atomic
 from gap.resolvers import wandb_offline
@@ -35,11 +35,11 @@ def line(title: str, keys: list[str]) -> dict:
 def dashboard(tasks: list[str]) -> list[dict]:
     """The sections of a sweep's dashboard, each `{"name", "panels"}`; a panel names its keys by where they
     live: `history` (per step), `summary`, `config`, `media` and `tables`."""
-    averages = [c.average for c in CATEGORIES.values()]
+    averages = list(AVERAGES.values())
     selected = [{"type": "bar", "title": f"selected epoch: {name}", "summary": [f"selected/{name}/epoch"]}
                 for name in CATEGORIES]
-    selected += [{"type": "scatter", "title": f"selected {c.average} against corpus.index", "config": ["corpus.index"],
-                  "summary": [f"selected/{name}/{c.average}"]} for name, c in CATEGORIES.items()]
+    selected += [{"type": "scatter", "title": f"selected {key} against corpus.index", "config": ["corpus.index"],
+                  "summary": [f"selected/{name}/{key}"]} for name, key in AVERAGES.items()]
     return [
         {"name": "Averages", "panels": [line(key, [f"val/{key}"]) for key in averages]},
         {"name": "Against the unchanged model", "panels": [line(f"delta {key}", [f"delta/{key}"]) for key in averages]

@@ -128,26 +128,24 @@ def summarize_run(loggers: list[Tolerant], results: dict, evaluations: list[dict
                   tracking: dict, out_dir: Path) -> None:
     """The end of a finished run in W&B: `status` and the selected evaluations in the summary, the tables,
     and the results and checkpoints as artifacts."""
-    for logger in wandb_loggers(loggers):
-        logger.update_summary({"status": results["status"], **selected_summary(results)})
-        logger.guarded(lambda inner: log_tables(inner.experiment, results, evaluations, examples,
-                                                tracking.get("samples", 0)))
-        logger.guarded(lambda inner: log_checkpoints(inner.experiment, out_dir, tracking.get("upload_checkpoints")))
+    for logger in wandb_loggers(loggers):  # `status` goes to the summary as the run finishes (`finish_loggers`)
+        logger.update_summary(selected_summary(results))
+        logger.guarded(lambda inner: log_tables(inner.experiment, results, evaluations, examples, tracking["samples"]))
+        logger.guarded(lambda inner: log_checkpoints(inner.experiment, out_dir, tracking["upload_checkpoints"]))
 
 
-def finish_loggers(loggers: list[Tolerant], status: str, out_dir: Path | None = None) -> None:
+def finish_loggers(loggers: list[Tolerant], status: str, out_dir: Path) -> None:
     """Close W&B runs so offline files are complete, whatever happened to the job: `status` in the summary,
     `results.json` as an artifact, and an exit code that says how the job ended (`EXIT_CODES`)."""
     def finish(inner):
-        run = getattr(inner, "_experiment", None)
-        if run is None or not hasattr(run, "finish"):
+        run = inner._experiment
+        if run is None:  # never started
             return
         run.summary["status"] = status
-        if out_dir is not None:
-            log_results(run, out_dir, status)
+        log_results(run, out_dir, status)
         if status == "preempted":
             run.mark_preempting()
         run.finish(exit_code=EXIT_CODES[status])
 
-    for logger in loggers:
+    for logger in wandb_loggers(loggers):
         logger.guarded(finish)

@@ -21,7 +21,7 @@ from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory
-from gap.memory.plan import parameters_sharded, plan_of, strategy_of
+from gap.memory.plan import on_cuda, parameters_sharded, plan_of, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
@@ -45,7 +45,8 @@ def check_config(cfg: DictConfig) -> None:
                           "ones after the first eval.limit")
     if OmegaConf.select(cfg, "method.lora.enabled") and cfg.eval.heldout:
         raise ConfigError("eval.heldout=True is not supported yet with method.lora: set eval.heldout=false")
-    if str(cfg.trainer.precision) in ("16", "16-mixed", "16-true") and not on_gpu(cfg.trainer.accelerator):
+    gpu = on_cuda(cfg.trainer) and torch.cuda.is_available()
+    if str(cfg.trainer.precision) in ("16", "16-mixed", "16-true") and not gpu:
         raise ConfigError(f"trainer.precision={cfg.trainer.precision!r} is not valid: fp16 needs a GPU, and this "
                           f"run has none (Lightning would switch to bf16 on its own); on the CPU use 32-true or "
                           f"bf16-mixed")
@@ -62,10 +63,6 @@ def check_config(cfg: DictConfig) -> None:
                         f"(needs network), or set GAP_DATA_DIR or paths.data_dir to a folder holding tasks/ "
                         f"and corpora/")
     check_memory(cfg)
-
-
-def on_gpu(accelerator: str) -> bool:
-    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
@@ -89,14 +86,20 @@ def scoring_of(cfg: DictConfig) -> Scoring:
                    max_batch_tokens=cfg.eval.max_batch_tokens)
 
 
+def evaluation_ranks(cfg: DictConfig) -> int:
+    """Processes that split the evaluation batches: 1 where parameters are sharded (every forward pass is
+    collective, so every rank scores every batch)."""
+    plan = plan_of(cfg)
+    return 1 if parameters_sharded(plan.strategy) else plan.world
+
+
 def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
-    ranks = 1 if parameters_sharded(strategy_of(cfg.trainer.get("strategy"))[0]) else plan_of(cfg).world
-    return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size,
-                          cfg.eval.max_batch_tokens, cfg.eval.max_new_tokens, cfg.eval.prompt_style, ranks)
+    return EvalDataModule(examples, tokenizer, cfg.model.max_length, cfg.eval.batch_size, cfg.eval.max_batch_tokens,
+                          cfg.eval.max_new_tokens, cfg.eval.prompt_style, evaluation_ranks(cfg))
 
 
 def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
-    sharded = parameters_sharded(strategy_of(cfg.trainer.get("strategy"))[0])
+    sharded = parameters_sharded(plan_of(cfg).strategy)
     return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
                      split_batches=not sharded, beta=cfg.method.get("beta"))
 
@@ -236,7 +239,7 @@ def train(cfg: DictConfig) -> dict:
                                error="non-finite training loss" if module.diverged else None,
                                heldout=heldout_results, used=resources(started))
         status = results["status"]
-        summarize_run(loggers, results, module.evaluations, examples, cfg.get("tracking") or {}, out_dir)
+        summarize_run(loggers, results, module.evaluations, examples, cfg.tracking, out_dir)
     except BaseException as err:
         evaluations = module.evaluations if module is not None else []
         if is_preemption(err):

@@ -28,7 +28,7 @@ def bos_tokenizer():
     tok = byte_tokenizer()
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tok.eos_token_id)])
-    tok.pad_token, tok.truncation_side = tok.eos_token, "left"
+    tok.pad_token, tok.truncation_side = tok.eos_token, "right"  # the corpus must cut from the left itself
     return tok
 
 

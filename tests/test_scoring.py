@@ -310,7 +310,8 @@ def test_packed_scores_agree_under_eager_and_sdpa_attention(tiny):
 
 
 def test_pack_mask_keeps_choices_apart_and_marks_real_tokens_on_its_diagonal():
-    ids, mask, positions, where = pack([([1, 2], [[3, 4], [5, 6, 7]]), ([1], [[2]])], pad_id=0)
+    packed, where = pack([([1, 2], [[3, 4], [5, 6, 7]]), ([1], [[2]])], pad_id=0)
+    ids, mask, positions = packed.ids, packed.mask, packed.positions
     assert ids.tolist() == [[1, 2, 3, 5, 6], [0, 0, 0, 0, 1]]
     assert positions[0].tolist() == [0, 1, 2, 2, 3]
     assert mask[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0],

@@ -98,6 +98,7 @@ class Category:
 CLASSIFICATION_CATEGORY = Category("classification", "acc")  # choices scored by log-likelihood; accuracy
 DIALOG_CATEGORY = Category("dialog", "f1")                   # greedy replies; unigram F1
 CATEGORIES = {c.name: c for c in (CLASSIFICATION_CATEGORY, DIALOG_CATEGORY)}
+AVERAGES = {name: c.average for name, c in CATEGORIES.items()}  # category -> its average's metric key
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Runs of a W&B project, as our runs log them: config, `selected/<category>/...` summary keys (see
 `gap.loggers.summarize_run`), and the unchanged model's evaluation as the first `val/...` row of the history."""
-from gap.data.tasks import CATEGORIES
+from gap.data.tasks import AVERAGES
 from gap.errors import ConfigError, DataError
 from gap.report.runs import Baseline, Results, Run, category_metrics, method_label
 from gap.resolvers import wandb_offline
@@ -27,7 +27,7 @@ def _get(config: dict, dotted: str, default=None):
 def _first_evaluation(run) -> dict | None:
     """The first history row with validation averages: the unchanged model (logged at step 0)."""
     for row in run.scan_history():
-        if any(row.get(f"val/{key}") is not None for key in (c.average for c in CATEGORIES.values())):
+        if any(row.get(f"val/{key}") is not None for key in AVERAGES.values()):
             return {k[len("val/"):]: v for k, v in row.items() if k.startswith("val/") and v is not None}
     return None
 
@@ -58,7 +58,7 @@ def load_wandb(path: str, api=None) -> Results:
             continue
         model, corpus = _get(config, "model.name"), _get(config, "corpus.name")
         method = method_label(_get(config, "method.name", "gap"), bool(_get(config, "method.lora.enabled", False)))
-        for category, key in ((name, c.average) for name, c in CATEGORIES.items()):
+        for category, key in AVERAGES.items():
             prefix = f"selected/{category}/"
             if summary.get(prefix + key) is None:
                 continue
@@ -68,7 +68,7 @@ def load_wandb(path: str, api=None) -> Results:
                                 summary.get(prefix + "epoch"), method))
         if model not in seen_models and (first := _first_evaluation(run)):  # identical in every job of a model
             seen_models.add(model)
-            for category, key in ((name, c.average) for name, c in CATEGORIES.items()):
+            for category, key in AVERAGES.items():
                 if key in first:
                     out.baselines[(model, corpus, category)].append(Baseline(first[key],
                                                                              category_metrics(first, category)))

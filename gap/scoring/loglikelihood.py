@@ -2,10 +2,10 @@
 import torch
 
 from gap.ordering import in_input_order, length_sorted_batches
-from gap.scoring.attention import attention_of, model_masks
+from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
-from gap.scoring.packing import Segment, packed_rows
-from gap.scoring.prefill import token_logprobs
+from gap.scoring.packing import Segment, packed_forward, packed_rows
+from gap.scoring.prefill import logprobs_at, token_logprobs
 
 
 def fits(context: list[int], continuations: list[list[int]], max_length: int) -> bool:
@@ -53,8 +53,8 @@ def packed_width(context: list[int], choices: list[list[int]]) -> int:
 def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
     """Left-padded rows of context + every choice but its last token (`packed_rows`): each choice segment
     sees the whole context and itself causally, and takes positions on from the context's length, so each
-    choice is scored as if it were alone. Returns ids, the boolean mask [rows, 1, width, width], position
-    ids, and per choice the (row, columns) of the logits that score its tokens."""
+    choice is scored as if it were alone. Returns the rows, and per choice the (row, columns) of the
+    logits that score its tokens."""
     rows = [[Segment(ctx)] + [Segment(c[:-1], len(ctx), parent=0) for c in choices] for ctx, choices in requests]
     packed = packed_rows(rows, pad_id)
     where = []
@@ -62,7 +62,7 @@ def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
         last = starts[0] + len(ctx) - 1
         # c[0] is scored at the context's last token, c[t] at the segment's token t - 1
         where += [(r, [last] + list(range(col, col + len(c) - 1))) for col, c in zip(starts[1:], choices)]
-    return packed.ids, packed.mask, packed.positions, where
+    return packed, where
 
 
 @torch.no_grad()
@@ -70,21 +70,12 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
     """Per-token log-probabilities of every choice of every request (flat, in order), from one forward
     pass over packed rows (`pack`): no cache copies, no second pass. Only the positions from each row's
     last context token on reach the output layer (`logits_to_keep`)."""
-    ids, mask, positions, where = pack(requests, pad_id)
-    width = ids.shape[1]
+    packed, where = pack(requests, pad_id)
+    width = packed.ids.shape[1]
     keep = width - min(cols[0] for _, cols in where)
-    device = model.device
-    logits = model(input_ids=ids.to(device), attention_mask=model_masks(model, mask, positions),
-                   position_ids=positions.to(device), logits_to_keep=keep, use_cache=False).logits
-    rows = torch.tensor([r for r, cols in where for _ in cols], device=device)
-    cols = torch.tensor([c - (width - keep) for _, cs in where for c in cs], device=device)
-    targets = torch.tensor([t for (_, choices) in requests for c in choices for t in c], device=device)
-    scores = token_logprobs(logits[rows, cols], targets).tolist()
-    out, n = [], 0
-    for _, cs in where:
-        out.append(scores[n:n + len(cs)])
-        n += len(cs)
-    return out
+    logits = packed_forward(model, packed, keep, use_cache=False).logits
+    return logprobs_at(logits, [(r, [c - (width - keep) for c in cols]) for r, cols in where],
+                       [c for _, choices in requests for c in choices])
 
 
 def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gap.scoring.attention import model_masks
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -69,3 +71,11 @@ def first_fit(lengths: list[int], width: int) -> list[list[int]]:
             rows[row].append(i)
             room[row] -= lengths[i]
     return rows
+
+
+def packed_forward(model, packed: PackedRows, keep: int, **kwargs):
+    """The model over packed rows, its masks rebuilt for every layer type (`model_masks`); only the last
+    `keep` columns reach the output layer."""
+    device = model.device
+    return model(input_ids=packed.ids.to(device), attention_mask=model_masks(model, packed.mask, packed.positions),
+                 position_ids=packed.positions.to(device), logits_to_keep=keep, **kwargs)

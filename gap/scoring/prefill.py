@@ -5,9 +5,9 @@ import torch
 from transformers import DynamicCache
 
 from gap.ordering import in_input_order, length_sorted_batches
-from gap.scoring.attention import attention_of, model_masks
+from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
-from gap.scoring.packing import Segment, first_fit, packed_rows
+from gap.scoring.packing import Segment, first_fit, packed_forward, packed_rows
 
 
 @dataclass
@@ -77,17 +77,14 @@ def _packed_pass(model, rows: list[list[tuple[list[int], list[int]]]], pad_id: i
     tails = [packed.columns[r][len(rows[r]) + h] for r, h, _, _ in pairs]
     keep = width - min(tails)
     device = model.device
-    out = model(input_ids=packed.ids.to(device), attention_mask=model_masks(model, packed.mask, packed.positions),
-                position_ids=packed.positions.to(device), cache=DynamicCache(), use_cache=True, logits_to_keep=keep)
-    logits = out.logits
+    out = packed_forward(model, packed, keep, cache=DynamicCache(), use_cache=True)
+    firsts = [tail - (width - keep) for tail in tails]  # each tail's first column among the kept logits
     # the logits at a tail's token j predict its target's token j
-    at = torch.tensor([[r, tail - (width - keep) + j] for (r, _, _, target), tail in zip(pairs, tails)
-                       for j in range(len(target))], dtype=torch.long, device=device).reshape(-1, 2)
-    targets = torch.tensor([t for *_, target in pairs for t in target], dtype=torch.long, device=device)
-    scores = iter(token_logprobs(logits[at[:, 0], at[:, 1]], targets).tolist())
-    target_logprobs = [[next(scores) for _ in target] for *_, target in pairs]
+    target_logprobs = logprobs_at(out.logits, [(r, range(first, first + len(target)))
+                                               for (r, _, _, target), first in zip(pairs, firsts)],
+                                  [target for *_, target in pairs])
     pair_rows = torch.tensor([r for r, *_ in pairs], device=device)
-    last_logits = logits[pair_rows, torch.tensor(tails, device=device) - (width - keep)].float()
+    last_logits = out.logits[pair_rows, torch.tensor(firsts, device=device)].float()
 
     lengths = [len(ctx) for _, _, ctx, _ in pairs]
     context_width = max(lengths)
@@ -153,6 +150,18 @@ def _joined(parts: list[tuple[list[int], Prefill]], total: int) -> Prefill:
             values[index, :, width - part_layer.values.shape[2]:] = part_layer.values
         layer.keys, layer.values = keys, values
     return Prefill(first.cache, mask, lengths, last_logits, target_logprobs)
+
+
+def logprobs_at(logits: torch.Tensor, spans: list[tuple[int, range | list[int]]],
+                targets: list[list[int]]) -> list[list[float]]:
+    """Per span (a row of `logits` and the columns that predict its target's tokens), the log-probability
+    of each target token, all gathered at once."""
+    device = logits.device
+    rows = torch.tensor([r for r, cols in spans for _ in cols], dtype=torch.long, device=device)
+    cols = torch.tensor([c for _, cols in spans for c in cols], dtype=torch.long, device=device)
+    flat = torch.tensor([t for target in targets for t in target], dtype=torch.long, device=device)
+    scores = iter(token_logprobs(logits[rows, cols], flat).tolist())
+    return [[next(scores) for _ in cols] for _, cols in spans]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

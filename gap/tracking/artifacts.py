@@ -21,11 +21,10 @@ def log_results(run, out_dir: Path, status: str) -> None:
     run.log_artifact(artifact, aliases=[status])
 
 
-def log_checkpoints(run, out_dir: Path, upload: bool = False) -> list[str]:
-    """A version of `model-<run id>` (type `model`) per saved checkpoint; returns the aliases logged."""
+def log_checkpoints(run, out_dir: Path, upload: bool) -> None:
+    """A version of `model-<run id>` (type `model`) per saved checkpoint."""
     import wandb
 
-    logged = []
     for folder, alias in CHECKPOINTS.items():
         path = Path(out_dir) / folder
         if not path.is_dir():
@@ -36,5 +35,3 @@ def log_checkpoints(run, out_dir: Path, upload: bool = False) -> list[str]:
         else:
             artifact.add_reference(path.resolve().as_uri())
         run.log_artifact(artifact, aliases=[alias])
-        logged.append(alias)
-    return logged

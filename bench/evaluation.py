@@ -31,7 +31,7 @@ from gap.modules.loading import load_pretrained
 from gap.results import resources
 from gap.scoring.batching import left_pad
 from gap.scoring.evaluator import evaluate
-from gap.scoring.generation import cut_at_stops
+from gap.scoring.generation import REPLAY_HOOKS, cut_at_stops
 from gap.scoring.metrics import evaluation_metrics
 from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
@@ -113,11 +113,14 @@ class FlopCounter:
         self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
         self.hooks = [model.register_forward_pre_hook(self._start),
                       model.register_forward_hook(self._hook, with_kwargs=True)]
+        self.replays = (lambda: self._start(model, ()), lambda inputs: self._hook(model, (), inputs, None))
+        REPLAY_HOOKS.append(self.replays)  # decoding steps replayed as a CUDA graph
 
     def remove(self):
         """Stop counting (the yardstick's passes are not the engine's)."""
         for hook in self.hooks:
             hook.remove()
+        REPLAY_HOOKS.remove(self.replays)
 
     def totals(self) -> dict:
         """Tokens, positions, FLOPs and passes over both phases so far."""
@@ -129,10 +132,16 @@ class FlopCounter:
 
     @staticmethod
     def _packed(mask: torch.Tensor, width: int) -> tuple[torch.Tensor, float]:
-        """Real queries per row and attended (query, key) pairs of a packed pass's additive mask
-        [rows, 1, queries, keys] (0 = attend)."""
+        """Real queries per row and attended (query, key) pairs of an additive mask [rows, 1, queries, keys]
+        (0 = attend): of a packed pass, where a pad never sees itself (the diagonal marks real tokens), or
+        of a static decoding step, whose one query sits at the last column any row attends (a finished
+        row's own column is masked, the columns not written yet too)."""
         attends = mask[:, 0] == 0
-        real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)  # a pad never sees itself
+        if width == 1 and attends.shape[-1] > 1:
+            last = (attends[:, 0] * torch.arange(1, attends.shape[-1] + 1, device=mask.device)).amax(-1)
+            real = (last == last.max())[:, None]
+        else:
+            real = attends.diagonal(attends.shape[-1] - width, dim1=-2, dim2=-1)
         return real.sum(-1).double(), (attends & real[..., None]).sum().item()
 
     def _hook(self, module, args, kwargs, output):
@@ -154,7 +163,7 @@ class FlopCounter:
             pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
         tokens = int(queries.sum().item())
         flops = self.per_token * tokens + 4 * self.layers * self.width * pairs
-        phase = self.phases["generation" if mask.dim() == 2 and mask.shape[1] > width else "scoring"]
+        phase = self.phases["generation" if mask.shape[-1] > width else "scoring"]  # a cache before the tokens
         for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops, 1)):
             phase[key] += value
 

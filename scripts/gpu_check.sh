@@ -7,13 +7,15 @@
 #     autocast (fp32 weights) and with bf16 weights (`model.dtype=bfloat16`)
 #   bench_bf16_wide: bf16 weights, batches of up to 64 examples and 32768 tokens
 #   fsdp: the FSDP strategy on the visible GPUs: 1 step, 4 examples per task
+#   paper_opt: `experiment=paper` (320 examples a task) on a randomly initialised OPT-1.3B-shaped model in
+#     bf16, baseline + 2 ascent steps: seconds and memory per evaluation, to size a grid
 # STEPS="bench_fp32 bench_bf16_weights" runs a subset.
 set -uo pipefail
 PY=${PYTHON:-python3}
 OUT=${GPU_CHECK_DIR:-outputs/gpu_check}
 LIMIT=${LIMIT:-32}
 GPU=${ACCELERATOR:-gpu}      # ACCELERATOR=cpu and GPU_CHECK_ARGS="model=tiny-random" rehearse the script
-STEPS=${STEPS:-gap_bf16 bench_fp32 bench_bf16 bench_bf16_weights bench_bf16_wide fsdp}
+STEPS=${STEPS:-gap_bf16 bench_fp32 bench_bf16 bench_bf16_weights bench_bf16_wide fsdp paper_opt}
 mkdir -p "$OUT"
 # shellcheck disable=SC2206
 common=(logger=none "paths.baseline_dir=$OUT/baselines" eval.overwrite=true ${GPU_CHECK_ARGS:-})
@@ -43,15 +45,20 @@ step bench_bf16_wide $PY -m bench.evaluation "${common[@]}" trainer.accelerator=
     trainer.precision=bf16-true eval.batch_size=64 eval.max_batch_tokens=32768 eval.limit="$LIMIT" \
     "+bench_out=$OUT/bench_bf16_wide.json" "hydra.run.dir=$OUT/bench_bf16_wide"
 step fsdp $PY -m gap.train "${common[@]}" trainer=fsdp trainer.accelerator=$GPU trainer.max_epochs=1 eval.limit=4 "hydra.run.dir=$OUT/fsdp"
+step paper_opt $PY -m gap.train "${common[@]}" experiment=paper model=tiny-random-opt model.name=opt-1.3b-shaped \
+    model.random_init.hidden_size=2048 model.random_init.layers=24 model.random_init.heads=32 \
+    model.dtype=bfloat16 trainer.precision=bf16-true trainer.accelerator=$GPU trainer.max_epochs=2 \
+    ${PAPER_LIMIT:+eval.limit=$PAPER_LIMIT} "hydra.run.dir=$OUT/paper_opt"
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-for run in ("gap_bf16", "fsdp"):
+for run in ("gap_bf16", "fsdp", "paper_opt"):
     path = out / run / "results.json"
     if path.is_file():
         r = json.loads(path.read_text())
         print(run, r["status"], r.get("resources"), {k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("avg/")},
-              "train_nll", [round(h["train_nll"], 3) for h in r.get("history", [])])
+              "train_nll", [round(h["train_nll"], 3) for h in r.get("history", [])],
+              "seconds per evaluation", [round(sum((h.get("seconds") or {}).values()), 1) for h in r.get("history", [])])
 PY
 exit $status

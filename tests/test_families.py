@@ -114,6 +114,24 @@ def test_dialogue_targets_and_greedy_replies_equal_the_models_own(family):
         assert generate_from(model, tokenizer, state, 8, stops=[]) == [replies[i] for i in rows]
 
 
+def test_static_decoding_replies_equal_the_models_own(family):
+    """Decoding steps of fixed shapes (the GPU's, graphed there; run eagerly here): a cache of fixed width
+    written in place, the masks (with every window) built by the engine. Same replies as `generate`, also with
+    rows finishing early (a stop string): they stay in the batch, masked."""
+    model, tokenizer = family
+    contexts = [ctx for ctx, _ in REQUESTS]
+    if attention_of(model).widest is not None:  # GPT-Neo's local layers window columns themselves
+        with pytest.raises(ValueError, match="static=False"):
+            generate_from(model, tokenizer, prefill(model, contexts, tokenizer.pad_token_id), 8, [], static=True)
+        return
+    replies = [own_reply(model, tokenizer, ctx, 10) for ctx in contexts]
+    state = prefill(model, contexts, tokenizer.pad_token_id, TARGETS + [[], []])
+    assert generate_from(model, tokenizer, state, 10, stops=[], static=True) == replies
+    stop = replies[0][2:4]  # cuts row 0 early, and any other reply holding it
+    state = prefill(model, contexts, tokenizer.pad_token_id)
+    assert generate_from(model, tokenizer, state, 10, stops=[stop], static=True) == [r.split(stop)[0] for r in replies]
+
+
 @pytest.fixture(scope="module")
 def tiny_opt():
     """(model, tokenizer) of the tiny-random-opt entry: OPT with GPT-2's BPE set up as OPT's, BOS-adding."""

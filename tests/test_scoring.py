@@ -346,6 +346,25 @@ def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_fr
     assert abs(generation["flops"] - per_token - attention * 4) < 1
 
 
+def test_flop_counter_counts_static_decoding_as_growing_decoding(fresh_tiny_model, tiny):
+    """Static decoding steps (fixed-width masks, finished rows kept, masked) count the same tokens and
+    FLOPs of generation as growing ones, whose finished rows leave the mask or the batch."""
+    from bench.evaluation import FlopCounter
+
+    model, tok = fresh_tiny_model.eval(), tiny[1]
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+    counts, replies = [], []
+    for static in (False, True):
+        counter = FlopCounter(model, "cpu")
+        replies.append(generate_from(model, tok, prefill(model, prompts, tok.pad_token_id), 12, ["-", "1"], static))
+        counter.remove()
+        counts.append(counter.phases["generation"])
+    assert replies[0] == replies[1] and len({len(r) for r in replies[0]}) > 1  # rows finish at different steps
+    growing, static = counts
+    assert static["tokens"] == growing["tokens"] > 0 and abs(static["flops"] - growing["flops"]) < 1
+    assert static["passes"] == growing["passes"] and static["positions"] > growing["positions"]
+
+
 def test_flop_counter_counts_each_layer_types_own_mask(tiny):
     """Gemma 3's packed pass hands a mask per layer type: a sliding layer attends fewer pairs."""
     import transformers as T

@@ -46,24 +46,23 @@ def attention_of(model) -> Attention:
     return Attention(windows, widest=None)
 
 
-def packed_masks(attention: Attention, mask: torch.Tensor, positions: torch.Tensor, dtype):
-    """The additive float mask(s) a packed pass hands the model: `mask` [rows, 1, width, width] (True =
-    attend) limited, per layer type, to keys fewer than its window positions back. One tensor where
-    every layer shares one mask, else a dict keyed by layer type."""
+def packed_masks(attention: Attention, mask: torch.Tensor, distance: torch.Tensor, dtype):
+    """The additive float mask(s) a pass hands the model: `mask` [rows, 1, queries, keys] (True = attend)
+    limited, per layer type, to keys fewer than its window positions back (`distance`: each query's
+    position minus each key's, broadcastable to `mask`). One tensor where every layer shares one mask,
+    else a dict keyed by layer type."""
     masks = {}
     for kind, window in attention.windows.items():
-        allowed = mask
-        if window is not None:
-            allowed = mask & (positions[:, None, :, None] - positions[:, None, None, :] < window)
-        masks[kind] = torch.zeros(mask.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        allowed = mask if window is None else mask & (distance < window)
+        masks[kind] = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
     return masks[None] if None in masks else masks
 
 
-def model_masks(model, mask: torch.Tensor, positions: torch.Tensor):
+def model_masks(model, mask: torch.Tensor, distance: torch.Tensor):
     """`packed_masks` for `model`, on its device: additive float masks, read alike by eager and sdpa
     attention, in the dtype attention computes in."""
     device = model.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
         next(model.parameters()).dtype
-    masks = packed_masks(attention_of(model), mask, positions, dtype)
-    return {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
+    return packed_masks(attention_of(model), mask.to(device), distance.to(device), dtype)

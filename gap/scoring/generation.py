@@ -1,8 +1,21 @@
-"""Batched greedy generation with a KV cache, left padding and stop strings checked on decoded text."""
+"""Batched greedy generation with a KV cache, left padding and stop strings checked on decoded text.
+
+The decoding steps run one of two ways over a prefill. Growing (the CPU's): the cache grows by a column
+a step and finished rows are dropped. Static (GPUs): every step has the same shapes and tensor addresses,
+a cache of fixed width written in place and masks built outside the model into fixed buffers, so that the
+step is captured once as a CUDA graph and replayed, without a Python launch per operation.
+"""
+import warnings
+
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from gap.scoring.attention import attention_of, model_masks
 from gap.scoring.prefill import Prefill, prefill
+
+# (before, after(inputs)) pairs called around each replayed step: a replay does not run the model's
+# forward, whose hooks the benchmark counts passes with
+REPLAY_HOOKS: list = []
 
 
 def cut_at_stops(text: str, stops: list[str]) -> str:
@@ -40,21 +53,144 @@ class _ReservedLayer(DynamicLayer):
         self._expose()
 
 
+class _FixedLayer(DynamicLayer):
+    """A cache layer of fixed width (the prefill's columns and `extra` more): a step writes its token at
+    column `at` (a tensor, so that a replayed graph reads where to write) and attends over every column,
+    the ones not written yet masked."""
+
+    def __init__(self, layer: DynamicLayer, extra: int, at: torch.Tensor):
+        super().__init__()
+        pad = (0, 0, 0, extra)
+        self.keys, self.values = torch.nn.functional.pad(layer.keys, pad), torch.nn.functional.pad(layer.values, pad)
+        self.at, self.device, self.is_initialized = at, layer.keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.keys.index_copy_(2, self.at, key_states)
+        self.values.index_copy_(2, self.at, value_states)
+        return self.keys, self.values
+
+
+class _Growing:
+    """Decoding steps over a cache that grows a column a step; finished rows can be dropped."""
+
+    def __init__(self, model, state: Prefill, max_new_tokens: int):
+        self.model, self.cache = model, state.cache
+        self.cache.layers = [_ReservedLayer(layer, max_new_tokens) for layer in self.cache.layers]
+        self.mask, self.position = state.mask, state.lengths.unsqueeze(-1)
+
+    def drop(self, keep: torch.Tensor) -> None:
+        """Keep only the rows `keep` (copies the cache)."""
+        self.cache.batch_select_indices(keep)
+        self.mask, self.position = self.mask[keep], self.position[keep]
+
+    def step(self, tokens: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """fp32 logits after feeding each row's next token (a finished row's is masked)."""
+        self.mask = torch.cat([self.mask, live.to(self.mask.dtype).unsqueeze(-1)], dim=1)
+        out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=self.mask, position_ids=self.position,
+                         cache=self.cache, use_cache=True)
+        self.position = self.position + 1
+        return out.logits[:, -1].float()
+
+
+class _Static:
+    """Decoding steps of fixed shapes (`_FixedLayer` caches, 4D masks rebuilt into fixed buffers), captured
+    as a CUDA graph at the first step where `graph`. Left padding keeps each row's tokens in consecutive
+    columns, so a key's distance in positions is its distance in columns, and the windows of
+    sliding-window layers are applied by the masks."""
+
+    def __init__(self, model, state: Prefill, max_new_tokens: int, graph: bool):
+        self.model, self.graph, self.replay = model, graph, None
+        rows, self.column = state.mask.shape  # the column the next token is written to
+        device = state.mask.device
+        self.at = torch.tensor([self.column], device=device)
+        state.cache.layers = [_FixedLayer(layer, max_new_tokens, self.at) for layer in state.cache.layers]
+        self.attends = torch.nn.functional.pad(state.mask.bool(), (0, max_new_tokens))  # [rows, columns]
+        self.key_columns = torch.arange(self.attends.shape[1], device=device)
+        self.inputs = dict(input_ids=torch.zeros((rows, 1), dtype=torch.long, device=device),
+                           attention_mask=self._masks(), position_ids=state.lengths.unsqueeze(-1).clone(),
+                           cache=state.cache, use_cache=True)
+
+    def _masks(self):
+        distance = (self.column - self.key_columns)[None, None, None, :]
+        return model_masks(self.model, self.attends[:, None, None, :], distance)
+
+    def _forward(self) -> torch.Tensor:
+        return self.model(**self.inputs).logits[:, -1]
+
+    def step(self, tokens: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """fp32 logits after feeding each row's next token (a finished row's is masked)."""
+        self.inputs["input_ids"].copy_(tokens.unsqueeze(-1))
+        self.attends[:, self.column] = live
+        masks, buffers = self._masks(), self.inputs["attention_mask"]
+        for mask, buffer in (zip(masks.values(), buffers.values()) if isinstance(masks, dict) else [(masks, buffers)]):
+            buffer.copy_(mask)
+        if self.replay is not None:
+            for before, _ in REPLAY_HOOKS:
+                before()
+            self.replay.replay()
+            for _, after in REPLAY_HOOKS:
+                after(self.inputs)
+            logits = self.logits
+        elif self.graph:
+            logits, self.replay = self._captured()
+        else:
+            logits = self._forward()
+        self.inputs["position_ids"] += 1
+        self.at += 1
+        self.column += 1
+        return logits.float()
+
+    def _captured(self) -> tuple[torch.Tensor, object]:
+        """This step's logits and the step captured as a CUDA graph, or None where it cannot be captured or
+        its replay differs from the step run eagerly (then every step runs eagerly, with a warning)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up, as capturing needs; a replay rewrites the same cache column
+            eager = self._forward().clone()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.logits = self._forward()
+            graph.replay()
+        except RuntimeError as err:
+            warnings.warn(f"decoding steps run without a CUDA graph: capturing one failed ({err})", stacklevel=2)
+            return eager, None
+        if not torch.allclose(self.logits.float(), eager.float(), rtol=1e-3, atol=1e-3):
+            warnings.warn("decoding steps run without a CUDA graph: its replay differed from the step run eagerly",
+                          stacklevel=2)
+            return eager, None
+        return self.logits, graph
+
+
+def static_decoding(model) -> bool:
+    """Whether `model`'s decoding steps take fixed shapes by default: on a GPU, where its masks are wholly
+    the engine's (`attention_of`: every layer's limits rebuilt in the mask)."""
+    return model.device.type == "cuda" and attention_of(model).widest is None
+
+
 @torch.no_grad()
-def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str]) -> list[str]:
+def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str],
+                  static: bool | None = None) -> list[str]:
     """Greedy continuations of prefilled contexts, decoded and cut at the first stop string.
 
     A row finishes at EOS or once its decoded text holds a stop string; generation ends when all rows
-    have. Finished rows are masked out (no model FLOPs are counted for them) and dropped from the batch
-    once they are half of it (dropping copies the cache, so not at every finish). `state` is used up.
+    have. Finished rows are masked out (no model FLOPs are counted for them); growing decoding drops them
+    from the batch once they are half of it (dropping copies the cache, so not at every finish).
+    `static` (default `static_decoding(model)`): steps of fixed shapes, graphed on a GPU unless autocast
+    is on (autocast's weight casts cannot be replayed). `state` is used up.
     """
+    static = static_decoding(model) if static is None else static
+    if static and attention_of(model).widest is not None:
+        raise ValueError(f"static decoding needs masks the engine builds whole; {model.config.model_type} with "
+                         f"{model.config._attn_implementation} attention limits some layers itself: static=False")
+    device = state.mask.device
+    graph = static and device.type == "cuda" and not torch.is_autocast_enabled("cuda")
+    decoder = _Static(model, state, max_new_tokens, graph) if static else _Growing(model, state, max_new_tokens)
     eos = tokenizer.eos_token_id
     generated = [[] for _ in state.lengths]
     rows = list(range(len(generated)))  # the original row of each batch row
     live = [True] * len(rows)
-    cache = state.cache
-    cache.layers = [_ReservedLayer(layer, max_new_tokens) for layer in cache.layers]
-    mask, position = state.mask, state.lengths.unsqueeze(-1)
     logits = state.last_logits
     for step in range(max_new_tokens):
         for i, token in enumerate(logits.argmax(-1).tolist()):
@@ -68,20 +204,17 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
             live[i] = not any(stop in text for stop in stops)
         if not any(live) or step == max_new_tokens - 1:
             break
-        if 2 * sum(live) <= len(live):
-            index = torch.tensor([i for i in range(len(rows)) if live[i]], device=mask.device)
-            cache.batch_select_indices(index)
-            mask, position = mask[index], position[index]
-            rows = [rows[i] for i in index.tolist()]
-            live = [True] * len(rows)
-        tokens = torch.tensor([generated[r][-1] if generated[r] else eos for r in rows], device=mask.device)
-        mask = torch.cat([mask, torch.tensor(live, dtype=mask.dtype, device=mask.device).unsqueeze(-1)], dim=1)
-        out = model(input_ids=tokens.unsqueeze(-1), attention_mask=mask, position_ids=position,
-                    cache=cache, use_cache=True)
-        logits, position = out.logits[:, -1].float(), position + 1
+        if not static and 2 * sum(live) <= len(live):
+            keep = [i for i in range(len(rows)) if live[i]]
+            decoder.drop(torch.tensor(keep, device=device))
+            rows, live = [rows[i] for i in keep], [True] * len(keep)
+        tokens = torch.tensor([generated[r][-1] if generated[r] else eos for r in rows], device=device)
+        logits = decoder.step(tokens, torch.tensor(live, device=device))
     return [cut_at_stops(tokenizer.decode(g, skip_special_tokens=True), stops) for g in generated]
 
 
-def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str]) -> list[str]:
+def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, stops: list[str],
+                    static: bool | None = None) -> list[str]:
     """Greedy continuations of token-id prompts (see `generate_from`)."""
-    return generate_from(model, tokenizer, prefill(model, prompts, tokenizer.pad_token_id), max_new_tokens, stops)
+    return generate_from(model, tokenizer, prefill(model, prompts, tokenizer.pad_token_id), max_new_tokens, stops,
+                         static)

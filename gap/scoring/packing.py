@@ -77,5 +77,6 @@ def packed_forward(model, packed: PackedRows, keep: int, **kwargs):
     """The model over packed rows, its masks rebuilt for every layer type (`model_masks`); only the last
     `keep` columns reach the output layer."""
     device = model.device
-    return model(input_ids=packed.ids.to(device), attention_mask=model_masks(model, packed.mask, packed.positions),
+    distance = packed.positions[:, None, :, None] - packed.positions[:, None, None, :]
+    return model(input_ids=packed.ids.to(device), attention_mask=model_masks(model, packed.mask, distance),
                  position_ids=packed.positions.to(device), logits_to_keep=keep, **kwargs)

@@ -115,7 +115,10 @@ class _Static:
         return model_masks(self.model, self.attends[:, None, None, :], distance)
 
     def _forward(self) -> torch.Tensor:
-        return self.model(**self.inputs).logits[:, -1]
+        device = self.model.device.type  # autocast's cache of cast weights would not outlive a capture
+        with torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
+                            cache_enabled=False):
+            return self.model(**self.inputs).logits[:, -1]
 
     def step(self, tokens: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """fp32 logits after feeding each row's next token (a finished row's is masked)."""
@@ -177,16 +180,15 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
     A row finishes at EOS or once its decoded text holds a stop string; generation ends when all rows
     have. Finished rows are masked out (no model FLOPs are counted for them); growing decoding drops them
     from the batch once they are half of it (dropping copies the cache, so not at every finish).
-    `static` (default `static_decoding(model)`): steps of fixed shapes, graphed on a GPU unless autocast
-    is on (autocast's weight casts cannot be replayed). `state` is used up.
+    `static` (default `static_decoding(model)`): steps of fixed shapes, graphed on a GPU. `state` is used
+    up.
     """
     static = static_decoding(model) if static is None else static
     if static and attention_of(model).widest is not None:
         raise ValueError(f"static decoding needs masks the engine builds whole; {model.config.model_type} with "
                          f"{model.config._attn_implementation} attention limits some layers itself: static=False")
     device = state.mask.device
-    graph = static and device.type == "cuda" and not torch.is_autocast_enabled("cuda")
-    decoder = _Static(model, state, max_new_tokens, graph) if static else _Growing(model, state, max_new_tokens)
+    decoder = _Static(model, state, max_new_tokens, device.type == "cuda") if static else _Growing(model, state, max_new_tokens)
     eos = tokenizer.eos_token_id
     generated = [[] for _ in state.lengths]
     rows = list(range(len(generated)))  # the original row of each batch row

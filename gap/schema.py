@@ -45,7 +45,7 @@ class Eval(_Section):
     split: Literal["validation", "test"]
     prompt_style: Literal["gap", "harness"]
     batch_size: Positive
-    max_batch_tokens: Positive | None
+    max_batch_tokens: Positive | Literal["auto"] | None
     share_context: StrictBool
     max_new_tokens: Positive
     overwrite: StrictBool
@@ -127,9 +127,18 @@ def validate_config(cfg) -> None:
     try:
         RunConfig.model_validate(config)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        # union branches ('int', 'none', 'function-after[...]') are not keys
-        where = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int",
-                                                                                            "none"))))
+        errors = err.errors(include_url=False)
+        where = [_key(_keys(e["loc"])) for e in errors]
+        first = errors[0]
+        # a union's branches each say what they take: "should be a valid integer or should be 'auto'"
+        wanted = list(dict.fromkeys(e["msg"].lower() for e, w in zip(errors, where) if w == where[0]))
         shown = "missing" if first["type"] == "missing" else repr(first.get("input"))
-        raise ConfigError(f"{_key(where)}={shown} is not valid: {first['msg'].lower()}") from None
+        raise ConfigError(f"{where[0]}={shown} is not valid: {' or '.join(wanted)}") from None
+
+
+def _keys(loc: tuple) -> tuple:
+    """The config keys of an error's location, without the union branches pydantic adds ('int', 'none',
+    'constrained-int', "literal['auto']", 'function-after[...]')."""
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in ("int", "none", "str", "float", "bool")
+                                                                  or p.startswith(("function-", "constrained-",
+                                                                                   "literal[")))))

@@ -20,7 +20,7 @@ from gap.data.random_tokens import random_token_samples
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
-from gap.memory.check import check_memory
+from gap.memory.check import check_memory, size_eval_batches
 from gap.memory.plan import on_cuda, parameters_sharded, plan_of, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
@@ -62,6 +62,7 @@ def check_config(cfg: DictConfig) -> None:
         raise DataError(f"data folder not found: {cfg.paths.data_dir}; write it with `python -m gap.data fetch` "
                         f"(needs network), or set GAP_DATA_DIR or paths.data_dir to a folder holding tasks/ "
                         f"and corpora/")
+    size_eval_batches(cfg)
     check_memory(cfg)
 
 

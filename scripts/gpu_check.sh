@@ -5,7 +5,7 @@
 #   gap_bf16: one GAP run in bf16 mixed precision: baseline + 4 ascent steps, 12 tasks x 32 examples
 #   bench_fp32, bench_bf16, bench_bf16_weights: the evaluation benchmark (`make bench`) in fp32, in bf16
 #     autocast (fp32 weights) and with bf16 weights (`model.dtype=bfloat16`)
-#   bench_bf16_wide: bf16 weights, batches of up to 64 examples and 32768 tokens
+#   bench_bf16_wide: bf16 weights, batches of up to 64 examples and as many tokens as the GPU holds (auto)
 #   fsdp: the FSDP strategy on the visible GPUs: 1 step, 4 examples per task
 #   paper_opt: `experiment=paper` (320 examples a task) on a randomly initialised OPT-1.3B-shaped model in
 #     bf16, baseline + 2 ascent steps: seconds and memory per evaluation, to size a grid
@@ -42,12 +42,12 @@ step bench_bf16 $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU 
 step bench_bf16_weights $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU model.dtype=bfloat16 \
     trainer.precision=bf16-true eval.limit="$LIMIT" "+bench_out=$OUT/bench_bf16_weights.json" "hydra.run.dir=$OUT/bench_bf16_weights"
 step bench_bf16_wide $PY -m bench.evaluation "${common[@]}" trainer.accelerator=$GPU model.dtype=bfloat16 \
-    trainer.precision=bf16-true eval.batch_size=64 eval.max_batch_tokens=32768 eval.limit="$LIMIT" \
+    trainer.precision=bf16-true eval.batch_size=64 eval.max_batch_tokens=auto eval.limit="$LIMIT" \
     "+bench_out=$OUT/bench_bf16_wide.json" "hydra.run.dir=$OUT/bench_bf16_wide"
 step fsdp $PY -m gap.train "${common[@]}" trainer=fsdp trainer.accelerator=$GPU trainer.max_epochs=1 eval.limit=4 "hydra.run.dir=$OUT/fsdp"
 step paper_opt $PY -m gap.train "${common[@]}" experiment=paper model=tiny-random-opt model.name=opt-1.3b-shaped \
     model.random_init.hidden_size=2048 model.random_init.layers=24 model.random_init.heads=32 \
-    model.dtype=bfloat16 trainer.precision=bf16-true trainer.accelerator=$GPU trainer.max_epochs=2 \
+    model.dtype=bfloat16 trainer.precision=bf16-true trainer.accelerator=$GPU trainer.max_epochs=2 eval.max_batch_tokens=auto \
     ${PAPER_LIMIT:+eval.limit=$PAPER_LIMIT} "hydra.run.dir=$OUT/paper_opt"
 $PY - "$OUT" <<'PY'
 import json, sys

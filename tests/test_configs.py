@@ -103,6 +103,8 @@ def test_heldout_without_a_limit_is_refused(data_dir):
     ("trainer.max_epochs=0", "trainer.max_epochs=0 is not valid: input should be greater than 0"),
     ("optim.betas=[1.5,0.9]", "optim.betas[0]=1.5 is not valid: input should be less than 1"),
     ("eval.max_new_tokens=0", "eval.max_new_tokens=0 is not valid: input should be greater than 0"),
+    ("eval.max_batch_tokens=0", "eval.max_batch_tokens=0 is not valid: input should be greater than 0 or input "
+                                "should be 'auto'"),
     ("eval.share_context=maybe", "eval.share_context='maybe' is not valid: input should be a valid boolean"),
     ("eval.split=train", "eval.split='train' is not valid: input should be 'validation' or 'test'"),
     ("corpus.index=-1", "corpus.index=-1 is not valid: input should be greater than or equal to 0"),

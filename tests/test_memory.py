@@ -1,5 +1,7 @@
 """The memory preflight: parameter counts without weights, the estimate's arithmetic, the refusal, the table."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -89,7 +91,8 @@ def test_activations_and_evaluation_by_hand():
     small = Arch(params=1000, layers=2, hidden=8, vocab=10, kv_dim=8)
     parts = estimate(small, Plan(max_length=4, eval_tokens=16))
     assert parts["train"] == 2 * 4 * 16 * 8 * 4 + 4 * 10 * 12  # 16 fp32 values per token and hidden unit
-    assert parts["eval"] == 2 * 2 * 6 * 16 * 8 * 4 + 0.5 * 16 * 10 * (4 + 8)  # K and V of 6 E tokens, logits
+    # K and V of 6 E tokens, logits, one layer's activations
+    assert parts["eval"] == 2 * 2 * 6 * 16 * 8 * 4 + 0.5 * 16 * 10 * (4 + 8) + 16 * 16 * 8 * 4
     # checkpointing keeps only layer inputs: the Adam step's temporary (P x 4 bytes) is then the larger
     assert estimate(small, Plan(max_length=4, eval_tokens=16, checkpointing=True))["train"] == 4 * 1000
 
@@ -175,3 +178,28 @@ def test_cuda_capacity_reads_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((70, 60)[i] * GB, 80 * GB))
     trainer = OmegaConf.create({"accelerator": "gpu", "devices": 2})
     assert capacity(trainer) == (60 * GB, "cuda:0,1", 2)  # the fuller GPU bounds every rank
+
+
+def test_auto_eval_batches_take_the_most_a_gpu_holds(monkeypatch):
+    """`eval.max_batch_tokens=auto`: the largest power of two whose estimate leaves a tenth of the GPU
+    spare (larger on a larger GPU, smaller for a larger model); 8192 on the CPU."""
+    from gap.memory.check import AUTO_BATCH_TOKENS, SPARE, auto_batch_tokens, size_eval_batches
+
+    cfg = compose_cfg("eval", ["model=opt-1.3b", "model.dtype=bfloat16", "trainer.precision=bf16-true",
+                               "eval.max_batch_tokens=auto"])
+    arch, plan = model_arch(cfg.model), plan_of(cfg)
+    need = {t: total(estimate(arch, replace(plan, eval_tokens=t))) for t in AUTO_BATCH_TOKENS}
+    for gb in (24, 80, 141):
+        tokens = auto_batch_tokens(arch, plan, gb * GB)
+        assert need[tokens] <= (1 - SPARE) * gb * GB and (tokens == AUTO_BATCH_TOKENS[-1] or
+                                                           need[2 * tokens] > (1 - SPARE) * gb * GB)
+    assert [auto_batch_tokens(arch, plan, gb * GB) for gb in (24, 80, 141)] == [8192, 32768, 65536]
+    bigger = model_arch(compose_cfg("eval", ["model=opt-6.7b"]).model)
+    assert auto_batch_tokens(bigger, plan, 80 * GB) < auto_batch_tokens(arch, plan, 80 * GB)
+    monkeypatch.setattr("gap.memory.check.gpu_memory", lambda trainer: 80 * GB)
+    size_eval_batches(cfg)
+    assert cfg.eval.max_batch_tokens == auto_batch_tokens(arch, plan, 80 * GB)
+    on_cpu = compose_cfg("eval", ["trainer.accelerator=cpu", "eval.max_batch_tokens=auto"])
+    monkeypatch.undo()
+    size_eval_batches(on_cpu)
+    assert on_cpu.eval.max_batch_tokens == 8192

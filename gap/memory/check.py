@@ -7,10 +7,12 @@ from dataclasses import replace
 from gap.errors import ConfigError
 from gap.memory.arch import model_arch
 from gap.memory.estimate import GB, Plan, describe, estimate, total
-from gap.memory.hardware import capacity
+from gap.memory.hardware import capacity, gpu_memory
 from gap.memory.plan import on_cuda, plan_of
 
 log = logging.getLogger("gap")
+AUTO_BATCH_TOKENS = [1 << k for k in range(13, 21)]  # what eval.max_batch_tokens=auto picks from: 8192 to 2^20
+SPARE = 0.1  # of a GPU's memory that auto-sized batches leave to other processes and fragmentation
 
 
 def alternatives(cfg, plan: Plan, visible: int) -> list[tuple[str, str, Plan]]:
@@ -70,3 +72,25 @@ def check_memory(cfg) -> dict[str, float] | None:
     raise ConfigError(f"model {cfg.model.name} ({arch.params / 1e9:.2f}B parameters, {plan.precision}, "
                       f"{plan.strategy} on {plan.world} device(s)) needs ~{describe(parts)} per device but "
                       f"{where} has {free / GB:.1f} GB free; {advice}")
+
+
+def auto_batch_tokens(arch, plan: Plan, memory: float) -> int:
+    """The most evaluation tokens a batch (of `AUTO_BATCH_TOKENS`) whose estimate fits `memory` bytes with
+    `SPARE` left; the fewest where none does (the preflight then says what would fit)."""
+    fits = [t for t in AUTO_BATCH_TOKENS if total(estimate(arch, replace(plan, eval_tokens=t))) <= (1 - SPARE) * memory]
+    return max(fits, default=AUTO_BATCH_TOKENS[0])
+
+
+def size_eval_batches(cfg) -> None:
+    """Resolve `eval.max_batch_tokens=auto` in `cfg`: on GPUs the largest batch the smallest of them holds
+    (`auto_batch_tokens`, from its total memory, so that every process of a run picks the same); elsewhere
+    (the CPU, an unknown model) the fewest, 8192, which larger batches do not speed up on a CPU."""
+    if cfg.eval.max_batch_tokens != "auto":
+        return
+    memory, arch = gpu_memory(cfg.trainer), model_arch(cfg.model)
+    tokens = AUTO_BATCH_TOKENS[0]
+    if memory is not None and arch is not None:
+        tokens = auto_batch_tokens(arch, plan_of(cfg), memory)
+        log.info("eval.max_batch_tokens=auto: %d tokens (~%.1f GB of the %.1f GB GPU)", tokens,
+                 total(estimate(arch, plan_of(cfg, eval_tokens=tokens))) / GB, memory / GB)
+    cfg.eval.max_batch_tokens = tokens

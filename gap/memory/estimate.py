@@ -51,6 +51,7 @@ def estimate(arch: Arch, plan: Plan) -> dict[str, float]:
                Adam; measured), sharded as the optimizer
     eval       2*L*(KV_TOKENS*E)*kv*a (the KV cache, with the choices' copies of their context rows)
                + SCORED*E*V*(a+8) (the logits of the scored positions, and two fp32 copies)
+               + 16*E*h*a (one layer's activations in a pass: without gradients one layer's are alive)
     runtime    1 GB (CUDA context, allocator slack)
     The total counts the larger of train and eval: a training step and an evaluation never overlap.
     """
@@ -72,7 +73,7 @@ def estimate(arch: Arch, plan: Plan) -> dict[str, float]:
     layer = 16 * T * h * a
     activations = (L * T * h * a + layer) if plan.checkpointing else L * layer
     parts["train"] = max(activations + T * V * 12, part("optimizer", P * b)) if plan.train else 0
-    parts["eval"] = 2 * L * KV_TOKENS * E * arch.kv_dim * a + SCORED * E * V * (a + 8)
+    parts["eval"] = 2 * L * KV_TOKENS * E * arch.kv_dim * a + SCORED * E * V * (a + 8) + 16 * E * h * a
     parts["runtime"] = RUNTIME
     return parts
 

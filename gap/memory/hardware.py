@@ -30,3 +30,12 @@ def capacity(trainer_cfg) -> tuple[float, str, int] | None:
         available = int(meminfo["MemAvailable"].split()[0]) * 1024
     processes = len(device_indices(trainer_cfg.get("devices", 1), 1))
     return available / processes, "RAM" + (f" per process ({processes})" if processes > 1 else ""), 1
+
+
+def gpu_memory(trainer_cfg) -> float | None:
+    """Bytes of the smallest GPU the run uses (its total, the same for every process of the run), or None
+    where it runs on none."""
+    if not (on_cuda(trainer_cfg) and torch.cuda.is_available()):
+        return None
+    used = device_indices(trainer_cfg.get("devices", 1), torch.cuda.device_count())
+    return min(torch.cuda.get_device_properties(i).total_memory for i in used)

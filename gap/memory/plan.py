@@ -68,8 +68,9 @@ def plan_of(cfg, **changes) -> Plan:
     world = len(device_indices(cfg.trainer.get("devices", 1), visible)) * int(cfg.trainer.get("num_nodes", 1))
     per_item = cfg.model.max_length + cfg.eval.max_new_tokens
     eval_tokens = cfg.eval.batch_size * per_item  # no token limit: full batches of full-length items
-    if cfg.eval.get("max_batch_tokens"):
-        eval_tokens = max(min(cfg.eval.max_batch_tokens, eval_tokens), per_item)  # a long item runs alone
+    if isinstance(cfg.eval.get("max_batch_tokens"), int):  # not "auto" (`size_eval_batches`)
+        # a dialogue batch's KV cache scales with max_batch_tokens whatever eval.batch_size; a long item runs alone
+        eval_tokens = max(cfg.eval.max_batch_tokens, per_item)
     plan = Plan(dtype=cfg.model.dtype, precision=_precision(cfg.trainer.get("precision", "32-true")),
                 strategy=strategy, world=max(world, 1), checkpointing=checkpointing,
                 train=cfg.method.name != "none", max_length=cfg.model.max_length, eval_tokens=eval_tokens)

@@ -6,9 +6,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from gap.data.encoding import encode
+from gap.data.encoding import cut_left, encode, special_affixes
 from gap.data.jsonl import read_jsonl
-from gap.data.random_tokens import RandomTokens, special_affixes
+from gap.data.random_tokens import RandomTokens
 from gap.errors import ConfigError, DataError
 
 
@@ -49,7 +49,7 @@ def encode_sample(sample: str | RandomTokens, tokenizer, max_length: int, specia
     if isinstance(sample, str):
         return encode(tokenizer, sample, max_length, special)
     before, after = special_affixes(tokenizer) if special else ([], [])
-    return before + sample.token_ids(tokenizer)[-(max_length - len(before) - len(after)):] + after
+    return cut_left(sample.token_ids(tokenizer), max_length, before, after)
 
 
 def legacy_labels(plain_ids: list[int], length: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from tokenizers import processors
 from transformers import LlamaForCausalLM
 
-from gap.data.corpus import CorpusDataModule, encode_sample
+from gap.data.corpus import CorpusDataModule
 from gap.data.encoding import encode
 from gap.data.random_tokens import RandomTokens, random_token_samples
 from gap.modules.gap_module import GAPModule
@@ -176,8 +176,9 @@ def test_random_token_samples_are_reproducible_per_index(tiny):
 def test_random_tokens_enter_the_model_as_a_text_would(bos_tokenizer):
     tok, sample = bos_tokenizer, RandomTokens(7, 40)
     ids = sample.token_ids(tok)
-    assert encode_sample(sample, tok, 128) == [tok.eos_token_id, *ids]
-    assert encode_sample(sample, tok, 16) == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
+    assert corpus_of([sample], tok, 128).items[0]["input_ids"].tolist() == [tok.eos_token_id, *ids]
+    cut = corpus_of([sample], tok, 16).items[0]["input_ids"].tolist()
+    assert cut == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
     item = corpus_of([sample], tok, 128, legacy=True).items[0]
     assert item["labels"][:40].tolist() == ids
 

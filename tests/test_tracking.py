@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gap.data.tasks import load_examples
-from gap.tracking.metrics import run_id
+from gap.loggers import run_id
 from tests.helpers import DATA_DIR, ROOT, compose_cfg, gap
 from tests.wandb_files import offline_runs
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch import loggers as lightning_loggers
+from lightning.pytorch.loggers import Logger
 
 from gap.preemption import EXIT_CODE
 from gap.sweep import in_multirun
@@ -18,6 +19,17 @@ from gap.tracking.metrics import baseline_summary, define_metrics, selected_summ
 from gap.tracking.tables import log_tables
 
 log = logging.getLogger("gap")
+
+
+class WandbLogger(lightning_loggers.WandbLogger):
+    """Lightning's W&B logger (`logger=wandb`), less the `anonymous=None` it hands `wandb.init` when no one
+    asked for anonymous logging, which wandb (since its 2025 removal of anonymous mode) answers on every run
+    with "The anonymous setting has no effect"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init["anonymous"] is None:
+            del self._wandb_init["anonymous"]
 
 
 class Tolerant(Logger):

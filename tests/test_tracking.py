@@ -43,6 +43,7 @@ def sweep(tmp_path_factory, data_dir):
                     "corpus.index=3", "logger.wandb.entity=my-team")
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
+    assert "anonymous setting has no effect" not in err  # what Lightning's own WandbLogger makes wandb print
     sweep_dir = tmp / "train" / "multiruns" / "grid"
     job = next(p for p in sweep_dir.iterdir() if p.name.startswith("corpus.index=3"))
     report = subprocess.run([sys.executable, "-m", "gap.report", str(sweep_dir), "wandb.publish=true",

@@ -14,12 +14,11 @@ from gap.cli import command
 from gap.data.tasks import AVERAGES, CATEGORIES, TASKS
 from gap.errors import ConfigError, GapError
 from gap.files import write_atomic
+from gap.report.publish import FIGURE_KEYS, TABLE_KEYS
 from gap.resolvers import wandb_offline
 from gap.tracking.metrics import STEP
 
 GROUP_BY = ("model.name", "corpus.name")  # config keys the runs are grouped by in every panel
-FIGURES = tuple(f"report/figure_{category}" for category in CATEGORIES)  # logged by gap.report wandb.publish=true
-REPORT_TABLES = ("report/summary", "report/tasks", "report/runs")
 
 
 def task_keys(task: str) -> list[str]:
@@ -47,9 +46,9 @@ def dashboard(tasks: list[str]) -> list[dict]:
         *({"name": task, "panels": [line(key, [f"val/{key}"]) for key in task_keys(task)]
            + [line(f"delta {key}", [f"delta/{key}"]) for key in task_keys(task)]} for task in tasks),
         {"name": "Selected epochs", "panels": selected},
-        {"name": "Figure 1", "panels": [{"type": "media", "title": "Figure 1", "media": list(FIGURES)}]},
+        {"name": "Figure 1", "panels": [{"type": "media", "title": "Figure 1", "media": list(FIGURE_KEYS.values())}]},
         {"name": "Tables", "panels": [{"type": "table", "title": name, "tables": [name]}
-                                      for name in ("tasks", *REPORT_TABLES, *(f"samples/{t}" for t in tasks))]},
+                                      for name in ("tasks", *TABLE_KEYS.values(), *(f"samples/{t}" for t in tasks))]},
         {"name": "Runs", "panels": [{"type": "comparer", "title": "run comparer"}]},
     ]
 

@@ -1,6 +1,7 @@
 """Experiment loggers from the `logger` config group (W&B offline without credentials: `gap.resolvers`);
 a logger that fails (disk full, service error) is dropped with a warning instead of ending the job.
 What a W&B run gets beyond scalars (definitions, deltas, tables, artifacts) is in `gap.tracking`."""
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -8,15 +9,27 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch import loggers as lightning_loggers
+from lightning.pytorch.loggers import Logger
 
 from gap.preemption import EXIT_CODE
 from gap.sweep import in_multirun
 from gap.tracking.artifacts import log_checkpoints, log_results
-from gap.tracking.metrics import baseline_summary, define_metrics, run_id, selected_summary, with_deltas
+from gap.tracking.metrics import baseline_summary, define_metrics, selected_summary, with_deltas
 from gap.tracking.tables import log_tables
 
 log = logging.getLogger("gap")
+
+
+class WandbLogger(lightning_loggers.WandbLogger):
+    """Lightning's W&B logger (`logger=wandb`), less the `anonymous=None` it hands `wandb.init` when no one
+    asked for anonymous logging, which wandb (since its 2025 removal of anonymous mode) answers on every run
+    with "The anonymous setting has no effect"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init["anonymous"] is None:
+            del self._wandb_init["anonymous"]
 
 
 class Tolerant(Logger):
@@ -86,6 +99,13 @@ class EvaluationStep(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             pl_module.log("step", float(trainer.global_step), batch_size=1)
+
+
+def run_id(out_dir: Path) -> str:
+    """A W&B run id for a sweep's job, from the sweep's and the job's directory names (stable across re-runs
+    and nodes), so a job run again after a pre-emption resumes its W&B run instead of making a twin."""
+    out_dir = Path(out_dir).resolve()
+    return hashlib.sha1(f"{out_dir.parent.name}/{out_dir.name}".encode()).hexdigest()[:16]
 
 
 EXIT_CODES = {"ok": 0, "diverged": 0, "failed": 1, "preempted": EXIT_CODE}  # W&B's exit code per status

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from gap.errors import ConfigError
 
 Positive = Annotated[int, Field(gt=0, strict=True)]
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype: the torch dtypes of these names
 Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -27,7 +28,7 @@ class Model(_Section):
     name: str
     path: str | None = None
     gguf_file: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"]
+    dtype: Literal[DTYPE_NAMES]
     eval_batch_size: Positive
     max_length: Annotated[int, Field(ge=2, strict=True)]
     random_init: RandomInit | None = None

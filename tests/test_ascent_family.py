@@ -1,5 +1,8 @@
-"""The ascent family on the tiny model: gap_legacy's shifted labels, NPO against a hand computation,
-random-token samples, LoRA-restricted ascent, and `step_taken` under a real fp16 loss scaler."""
+"""The ascent family on the tiny model: the sample's left truncation, gap_legacy's shifted labels, NPO
+against a hand computation, random-token samples, LoRA-restricted ascent, and `step_taken` under a real
+fp16 loss scaler."""
+import copy
+
 import lightning as L
 import pytest
 import torch
@@ -8,7 +11,8 @@ from lightning.pytorch.plugins import MixedPrecision
 from tokenizers import processors
 from transformers import LlamaForCausalLM
 
-from gap.data.corpus import CorpusDataModule, encode_sample
+from gap.data.corpus import CorpusDataModule
+from gap.data.encoding import encode
 from gap.data.random_tokens import RandomTokens, random_token_samples
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import cpu_state_dict
@@ -55,6 +59,22 @@ def hand_logprobs(model, input_ids, targets, positions) -> torch.Tensor:
     """log p(targets[i] | input_ids[:positions[i] + 1]), from the model's logits."""
     logits = model(input_ids=input_ids.unsqueeze(0)).logits[0].float()
     return F.log_softmax(logits, -1)[positions, targets]
+
+
+# ---- left truncation ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bos", [True, False], ids=["bos", "no-bos"])
+def test_encode_cuts_as_the_tokenizers_own_left_truncation_and_leaves_its_side_alone(tiny, bos_tokenizer, bos):
+    tok = bos_tokenizer if bos else copy.deepcopy(tiny[1])
+    tok.truncation_side = "right"
+    left = copy.deepcopy(tok)
+    left.truncation_side = "left"
+    for text in (TEXT, TEXT * 4):
+        for special in (True, False):
+            got = encode(tok, text, 32, special)
+            assert got == left(text, truncation=True, max_length=32, add_special_tokens=special)["input_ids"]
+            assert len(got) == min(32, len(tok(text, add_special_tokens=special)["input_ids"]))
+            assert (got[0] == tok.eos_token_id) == (bos and special)  # a BOS stays in front of a cut text
+    assert tok.truncation_side == "right"
 
 
 # ---- gap_legacy ---------------------------------------------------------------------------------
@@ -156,8 +176,9 @@ def test_random_token_samples_are_reproducible_per_index(tiny):
 def test_random_tokens_enter_the_model_as_a_text_would(bos_tokenizer):
     tok, sample = bos_tokenizer, RandomTokens(7, 40)
     ids = sample.token_ids(tok)
-    assert encode_sample(sample, tok, 128) == [tok.eos_token_id, *ids]
-    assert encode_sample(sample, tok, 16) == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
+    assert corpus_of([sample], tok, 128).items[0]["input_ids"].tolist() == [tok.eos_token_id, *ids]
+    cut = corpus_of([sample], tok, 16).items[0]["input_ids"].tolist()
+    assert cut == [tok.eos_token_id, *ids[-15:]]  # cut on the left, as text is
     item = corpus_of([sample], tok, 128, legacy=True).items[0]
     assert item["labels"][:40].tolist() == ids
 

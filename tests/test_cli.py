@@ -106,10 +106,10 @@ def bad_input_cases(tmp_path, data_dir):
     file_corpus = ["corpus=file", "corpus.text_field=text"]
     return [
         (["model=smollm2-135m", f"model.path={gguf}", "model.gguf_file=cut.gguf"], "is unreadable or truncated"),
-        (["optim.lr=0"], "optim.lr=0"),
-        (["optim.lr=-1e-5"], "optim.lr=-1e-05"),
-        (["eval.limit=0"], "eval.limit=0"),
-        (["eval.prompt_style=fancy"], "eval.prompt_style='fancy'"),
+        (["optim.lr=0"], "optim.lr=0 is not valid: input should be greater than 0"),
+        (["optim.lr=-1e-5"], "optim.lr=-1e-05 is not valid: input should be greater than 0"),
+        (["eval.limit=0"], "eval.limit=0 is not valid: input should be greater than 0"),
+        (["eval.prompt_style=fancy"], "eval.prompt_style='fancy' is not valid: input should be 'gap' or 'harness'"),
         ([*file_corpus, f"corpus.path={tmp_path}/empty.jsonl"], "holds no samples"),
         (["model=tiny-random", *file_corpus, f"corpus.path={tmp_path}/short.txt"], "tokenizes to 1 token(s)"),
         ([f"paths.data_dir={no_label}", "tasks.include=[copa]"], "missing field 'label'"),
@@ -119,9 +119,10 @@ def bad_input_cases(tmp_path, data_dir):
         (["corpus.index=1000"], "corpus.index=1000 is out of range"),
         ([f"paths.data_dir={tmp_path}/nowhere"], "write it with `python -m gap.data fetch`"),
         (["seed=abc"], "seed='abc' is not valid: input should be a valid integer"),
-        (["eval.max_new_tokens=0"], "eval.max_new_tokens=0 is not valid"),
-        (["method=npo", "method.beta=0"], "method.beta=0"),
-        (["corpus=random_tokens", "corpus.length=1"], "corpus.length=1"),
+        (["eval.max_new_tokens=0"], "eval.max_new_tokens=0 is not valid: input should be greater than 0"),
+        (["method=npo", "method.beta=0"], "method.beta=0 is not valid: input should be greater than 0"),
+        (["corpus=random_tokens", "corpus.length=1"],
+         "corpus.length=1 is not valid: input should be greater than or equal to 2"),
         (["method.lora.enabled=true", "eval.heldout=true"], "not supported yet with method.lora"),
         *([(["trainer.precision=16-mixed"], "trainer.precision='16-mixed' is not valid: fp16 needs a GPU")]
           if not torch.cuda.is_available() else []),

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gap.tracking.metrics import run_id
+from gap.loggers import run_id
 from tests.helpers import DATA_DIR, ROOT, gap
 from tests.wandb_files import offline_runs
 

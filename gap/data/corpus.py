@@ -6,9 +6,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from gap.data.encoding import encode
+from gap.data.encoding import cut_left, special_affixes
 from gap.data.jsonl import read_jsonl
-from gap.data.random_tokens import RandomTokens, special_affixes
+from gap.data.random_tokens import RandomTokens
 from gap.errors import ConfigError, DataError
 
 
@@ -43,13 +43,11 @@ def select_samples(texts: list[str], index: int, num_samples: int, name: str) ->
     return texts[index:index + num_samples]
 
 
-def encode_sample(sample: str | RandomTokens, tokenizer, max_length: int, special: bool = True) -> list[int]:
-    """A sample's token ids, cut on the left to `max_length` with the tokenizer's special tokens kept (or
-    left out): a text through the tokenizer, random ids with the special tokens it adds to a text."""
-    if isinstance(sample, str):
-        return encode(tokenizer, sample, max_length, special)
-    before, after = special_affixes(tokenizer) if special else ([], [])
-    return before + sample.token_ids(tokenizer)[-(max_length - len(before) - len(after)):] + after
+def sample_ids(sample: str | RandomTokens, tokenizer) -> list[int]:
+    """A sample's whole token ids, without special tokens: a text through the tokenizer, random ids as drawn."""
+    if isinstance(sample, RandomTokens):
+        return sample.token_ids(tokenizer)
+    return tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"]  # verbose: no over-length warning
 
 
 def legacy_labels(plain_ids: list[int], length: int) -> torch.Tensor:
@@ -77,12 +75,14 @@ class CorpusDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.items:
             return
+        affixes = special_affixes(self.tokenizer)
         for number, text in enumerate(self.texts, start=self.first_index):
-            ids = encode_sample(text, self.tokenizer, self.max_length)
+            plain = sample_ids(text, self.tokenizer)  # tokenised once: the inputs, and gap_legacy's labels
+            ids = cut_left(plain, self.max_length, *affixes)
             if len(ids) < 2:
                 raise DataError(f"corpus sample {number} tokenizes to {len(ids)} token(s); "
                                 f"the ascent step needs at least 2")
-            labels = (legacy_labels(encode_sample(text, self.tokenizer, self.max_length, special=False), len(ids))
+            labels = (legacy_labels(cut_left(plain, self.max_length), len(ids))
                       if self.legacy else torch.tensor(ids))
             self.items.append({"input_ids": torch.tensor(ids), "labels": labels})
 

@@ -22,11 +22,3 @@ def random_token_samples(index: int, num_samples: int, length: int) -> list[Rand
     """Samples `index .. index+num_samples-1` of `length` tokens each (the config schema checks the ranges)."""
     return [RandomTokens(i, length) for i in range(index, index + num_samples)]
 
-
-def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer adds before and after a text (OPT, Gemma: a BOS before; SmolLM2: none), so
-    random ids enter the model as a text's would."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    start = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
-    return full[:start], full[start + len(plain):]

@@ -2,7 +2,10 @@
 (the package docstring says how it was checked)."""
 from dataclasses import dataclass
 
+import torch
+
 from gap.memory.arch import Arch
+from gap.schema import DTYPE_NAMES
 
 GB = 1e9
 RUNTIME = 1 * GB  # CUDA context, cuBLAS workspace and allocator slack: a fixed allowance
@@ -12,7 +15,7 @@ RUNTIME = 1 * GB  # CUDA context, cuBLAS workspace and allocator slack: a fixed 
 # positions went through the output layer (hellaswag). Scoring now keeps no such copies; a dialogue batch
 # holds at most KV_TOKENS x E tokens of KV cache (`gap.data.evaluation`), so that its rows decode at once.
 KV_TOKENS, SCORED = 6.0, 0.5
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {name: getattr(torch, name).itemsize for name in DTYPE_NAMES}
 SHARDED = {  # the parts that each of `world` processes holds 1/world of
     "unsharded": set(),
     "fsdp": {"weights", "grads", "optimizer"},            # FULL_SHARD (ZeRO-3)

@@ -15,8 +15,9 @@ from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, ModelLoadError
 from gap.memory.arch import check_gguf
 from gap.modules.random_init import byte_tokenizer, random_init_config
+from gap.schema import DTYPE_NAMES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def check_model_config(model_cfg) -> None:

@@ -5,12 +5,16 @@ import io
 import os
 from pathlib import Path
 
+from gap.data.tasks import CATEGORIES
 from gap.errors import ConfigError
 from gap.files import read_results
 from gap.report.runs import Results
 from gap.report.tables import SUMMARY_COLUMNS, TASK_COLUMNS
 
 RUN_COLUMNS = ("model", "corpus", "index", "category", "selected", "baseline", "method")
+# the report run's W&B keys, which gap.dashboard's panels name
+FIGURE_KEYS = {category: f"report/figure_{category}" for category in CATEGORIES}
+TABLE_KEYS = {name: f"report/{name}" for name in ("summary", "tasks", "runs")}
 
 
 def sweep_target(inputs: list[str]) -> dict:
@@ -54,12 +58,12 @@ def publish(results: Results, summary: list[dict], tasks: list[dict], figures: d
     run = wandb.init(project=target["project"], entity=target["entity"], group=target["group"], job_type="report",
                      name=f"report-{target['group']}", dir=str(out), mode="offline" if wandb_offline() else "online")
     try:
-        logged = {f"report/figure_{c}": wandb.Image(_image(figure), caption=f"Figure 1: {c}")
+        logged = {FIGURE_KEYS[c]: wandb.Image(_image(figure), caption=f"Figure 1: {c}")
                   for c, figure in figures.items()}
         for name, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("tasks", tasks, TASK_COLUMNS)):
-            logged[f"report/{name}"] = wandb.Table(columns=list(columns), data=[[r[c] for c in columns] for r in rows])
+            logged[TABLE_KEYS[name]] = wandb.Table(columns=list(columns), data=[[r[c] for c in columns] for r in rows])
         runs = wandb.Table(columns=list(RUN_COLUMNS), data=run_rows(results))
-        logged["report/runs"] = runs
+        logged[TABLE_KEYS["runs"]] = runs
         for category in figures:
             mine = wandb.Table(columns=list(RUN_COLUMNS), data=[r for r in runs.data if r[3] == category])
             logged[f"report/scatter_{category}"] = wandb.plot.scatter(

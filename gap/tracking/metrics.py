@@ -2,9 +2,6 @@
 defined against `trainer/global_step` with the summaries a reader sorts by (first/max/last for accuracy
 and F1, first/min/last for losses); each evaluation also logs `delta/<key>` (value minus the unchanged
 model's), and the summary holds `baseline/<key>`, `selected/<category>/...` and the run's `status`."""
-import hashlib
-from pathlib import Path
-
 from gap.results import selected_metrics
 
 STEP = "trainer/global_step"
@@ -53,9 +50,3 @@ def selected_summary(results: dict) -> dict:
         summary.update({f"selected/{category}/{key}": value for key, value in metrics.items()})
     return summary
 
-
-def run_id(out_dir: Path) -> str:
-    """A W&B run id for a sweep's job, from the sweep's and the job's directory names (stable across re-runs
-    and nodes), so a job run again after a pre-emption resumes its W&B run instead of making a twin."""
-    out_dir = Path(out_dir).resolve()
-    return hashlib.sha1(f"{out_dir.parent.name}/{out_dir.name}".encode()).hexdigest()[:16]

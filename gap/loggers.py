@@ -28,7 +28,7 @@ class WandbLogger(lightning_loggers.WandbLogger):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self._wandb_init["anonymous"] is None:
+        if self._wandb_init.get("anonymous", False) is None:
             del self._wandb_init["anonymous"]
 
 

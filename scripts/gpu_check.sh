@@ -28,7 +28,8 @@ step() {  # step NAME COMMAND...: run, time, and report without stopping the scr
     echo "== $name"
     if "$@" > "$OUT/$name.log" 2>&1; then echo "ok: $name, $((SECONDS - start)) s"
     else echo "FAILED: $name (exit $?), $((SECONDS - start)) s; last lines of $OUT/$name.log:"; tail -n 25 "$OUT/$name.log"; status=1; fi
-    grep -E "peak memory|TFLOP/s|^\| \*\*|^\| (scoring|generation|outside)" "$OUT/$name.log" || true
+    grep -E "peak memory|TFLOP/s|^\| \*\*|^\| (scoring|generation|outside)|^decoding:|without a CUDA graph" \
+        "$OUT/$name.log" || true
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -109,6 +109,7 @@ class FlopCounter:
         body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
         self.per_token = 2 * (body + vocab * self.width)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.device = device
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
         self.hooks = [model.register_forward_pre_hook(self._start),
@@ -126,7 +127,13 @@ class FlopCounter:
         """Tokens, positions, FLOPs and passes over both phases so far."""
         return {k: sum(phase[k] for phase in self.phases.values()) for k in ("tokens", "positions", "flops", "passes")}
 
+    def _capturing(self) -> bool:
+        """Whether a CUDA graph is being captured: its pass computes nothing (and may not synchronise)."""
+        return self.device == "cuda" and torch.cuda.is_current_stream_capturing()
+
     def _start(self, module, args):
+        if self._capturing():
+            return
         self.sync()
         self.started = time.perf_counter()
 
@@ -145,6 +152,8 @@ class FlopCounter:
         return real.sum(-1).double(), (attends & real[..., None]).sum().item()
 
     def _hook(self, module, args, kwargs, output):
+        if self._capturing():
+            return
         self.sync()
         seconds = time.perf_counter() - self.started
         ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")

@@ -134,7 +134,8 @@ class _Static:
             for _, after in REPLAY_HOOKS:
                 after(self.inputs)
             logits = self.logits
-        elif self.graph:
+        elif self.graph:  # captured once: where that fails, every later step runs eagerly
+            self.graph = False
             logits, self.replay = self._captured()
         else:
             logits = self._forward()

@@ -193,6 +193,13 @@ def test_a_dialogue_task_decodes_in_one_batch_while_its_kv_cache_fits(tiny, data
     split = batches(max_tokens)[1]
     assert len(split[0]) == 2 and sorted(i for b in split for i in b) == list(range(7))
     assert all(len(b) * max(costs[i] for i in b) <= KV_TOKENS * max_tokens for b in split)
+    # no token limit: the KV cache of full batches of full-length items, as the preflight counts it
+    unlimited = EvalDataModule(examples, tok, 64, 1, None, max_new_tokens=6)
+    unlimited.setup()
+    costs = [it.cost(6) for it in unlimited.items["empathetic_dialogues"]]
+    split = unlimited.batches["empathetic_dialogues"]
+    assert len(split) > 1 and sorted(i for b in split for i in b) == list(range(7))
+    assert all(len(b) * max(costs[i] for i in b) <= KV_TOKENS * (64 + 6) for b in split)
 
 
 def test_metrics_are_the_mean_of_the_predictions(tiny, data_dir):

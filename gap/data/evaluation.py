@@ -115,7 +115,9 @@ class EvalDataModule(L.LightningDataModule):
                 self.batches[task] = length_sorted_batches(costs, self.batch_size, self.max_batch_tokens, fill=0.5)
             else:  # every row decodes at once (a batch more is a run of decoding steps more) while the
                 #    KV cache stays within the memory preflight's; the prefill runs in passes of max_batch_tokens
-                kv_tokens = self.max_batch_tokens and KV_TOKENS * self.max_batch_tokens
+                #    (none: the preflight counts full batches of full-length items)
+                per_batch = self.max_batch_tokens or self.batch_size * (self.max_length + self.max_new_tokens)
+                kv_tokens = KV_TOKENS * per_batch
                 self.batches[task] = length_sorted_batches(costs, -(-len(items) // self.ranks), kv_tokens, fill=None)
 
     def item_batches(self) -> dict[str, list[list[EvalItem]]]:

@@ -67,7 +67,8 @@ def plan_of(cfg, **changes) -> Plan:
     visible = torch.cuda.device_count() if on_cuda(cfg.trainer) else 1
     world = len(device_indices(cfg.trainer.get("devices", 1), visible)) * int(cfg.trainer.get("num_nodes", 1))
     per_item = cfg.model.max_length + cfg.eval.max_new_tokens
-    eval_tokens = cfg.eval.batch_size * per_item  # no token limit: full batches of full-length items
+    eval_tokens = cfg.eval.batch_size * per_item  # no token limit: full batches of full-length items (and a
+    #                                              dialogue batch of KV_TOKENS x as many, `gap.data.evaluation`)
     if isinstance(cfg.eval.get("max_batch_tokens"), int):  # not "auto" (`size_eval_batches`)
         # a dialogue batch's KV cache scales with max_batch_tokens whatever eval.batch_size; a long item runs alone
         eval_tokens = max(cfg.eval.max_batch_tokens, per_item)

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,7 +20,7 @@ from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory, size_eval_batches
-from gap.memory.plan import on_cuda, parameters_sharded, plan_of, strategy_of
+from gap.memory.plan import gpu_run, parameters_sharded, plan_of, strategy_of
 from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
@@ -45,8 +44,7 @@ def check_config(cfg: DictConfig) -> None:
                           "ones after the first eval.limit")
     if OmegaConf.select(cfg, "method.lora.enabled") and cfg.eval.heldout:
         raise ConfigError("eval.heldout=True is not supported yet with method.lora: set eval.heldout=false")
-    gpu = on_cuda(cfg.trainer) and torch.cuda.is_available()
-    if str(cfg.trainer.precision) in ("16", "16-mixed", "16-true") and not gpu:
+    if str(cfg.trainer.precision) in ("16", "16-mixed", "16-true") and not gpu_run(cfg.trainer):
         raise ConfigError(f"trainer.precision={cfg.trainer.precision!r} is not valid: fp16 needs a GPU, and this "
                           f"run has none (Lightning would switch to bf16 on its own); on the CPU use 32-true or "
                           f"bf16-mixed")

@@ -90,7 +90,8 @@ def size_eval_batches(cfg) -> None:
     memory, arch = gpu_memory(cfg.trainer), model_arch(cfg.model)
     tokens = AUTO_BATCH_TOKENS[0]
     if memory is not None and arch is not None:
-        tokens = auto_batch_tokens(arch, plan_of(cfg), memory)
+        plan = plan_of(cfg)
+        tokens = auto_batch_tokens(arch, plan, memory)
         log.info("eval.max_batch_tokens=auto: %d tokens (~%.1f GB of the %.1f GB GPU)", tokens,
-                 total(estimate(arch, plan_of(cfg, eval_tokens=tokens))) / GB, memory / GB)
+                 total(estimate(arch, replace(plan, eval_tokens=tokens))) / GB, memory / GB)
     cfg.eval.max_batch_tokens = tokens

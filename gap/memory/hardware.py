@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from gap.memory.plan import device_indices, on_cuda
+from gap.memory.plan import device_indices, gpu_run, on_cuda
 
 
 def capacity(trainer_cfg) -> tuple[float, str, int] | None:
@@ -35,7 +35,7 @@ def capacity(trainer_cfg) -> tuple[float, str, int] | None:
 def gpu_memory(trainer_cfg) -> float | None:
     """Bytes of the smallest GPU the run uses (its total, the same for every process of the run), or None
     where it runs on none."""
-    if not (on_cuda(trainer_cfg) and torch.cuda.is_available()):
+    if not gpu_run(trainer_cfg):
         return None
     used = device_indices(trainer_cfg.get("devices", 1), torch.cuda.device_count())
     return min(torch.cuda.get_device_properties(i).total_memory for i in used)

@@ -46,6 +46,11 @@ def on_cuda(trainer_cfg) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def gpu_run(trainer_cfg) -> bool:
+    """Whether the run computes on CUDA GPUs: it asks for them (or auto) and they are there."""
+    return on_cuda(trainer_cfg) and torch.cuda.is_available()
+
+
 def device_indices(devices, visible: int) -> list[int]:
     """The device indices `trainer.devices` asks for: a count, -1 or "auto" (all visible), a list of
     indices, or a string of either ("2", "0,1")."""

@@ -26,6 +26,10 @@ class Attention:
     #                                        the single key None: one mask for every layer
     widest: int | None                     # widest row that may be packed (None: any, 0: none)
 
+    def packs(self, width: int) -> bool:
+        """Whether a packed row `width` tokens wide is computed exactly."""
+        return self.widest is None or width <= self.widest
+
 
 def attention_of(model) -> Attention:
     """The attention limits of `model`, read from its config."""

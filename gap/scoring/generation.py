@@ -100,19 +100,22 @@ class _Static:
 
     def __init__(self, model, state: Prefill, max_new_tokens: int, graph: bool):
         self.model, self.graph, self.replay = model, graph, None
-        rows, self.column = state.mask.shape  # the column the next token is written to
+        rows, width = state.mask.shape
         device = state.mask.device
-        self.at = torch.tensor([self.column], device=device)
+        self.at = torch.tensor([width], device=device)  # the column the next token is written to
         state.cache.layers = [_FixedLayer(layer, max_new_tokens, self.at) for layer in state.cache.layers]
         self.attends = torch.nn.functional.pad(state.mask.bool(), (0, max_new_tokens))  # [rows, columns]
         self.key_columns = torch.arange(self.attends.shape[1], device=device)
+        self.masks = self._masks()  # the buffers the model reads its masks from
         self.inputs = dict(input_ids=torch.zeros((rows, 1), dtype=torch.long, device=device),
-                           attention_mask=self._masks(), position_ids=state.lengths.unsqueeze(-1).clone(),
-                           cache=state.cache, use_cache=True)
+                           attention_mask=self.masks[None] if None in self.masks else self.masks,
+                           position_ids=state.lengths.unsqueeze(-1).clone(), cache=state.cache, use_cache=True)
 
-    def _masks(self):
-        distance = (self.column - self.key_columns)[None, None, None, :]
-        return model_masks(self.model, self.attends[:, None, None, :], distance)
+    def _masks(self) -> dict:
+        """The step's additive masks by layer type (the key None: one for every layer)."""
+        distance = (self.at - self.key_columns)[None, None, None, :]
+        masks = model_masks(self.model, self.attends[:, None, None, :], distance)
+        return masks if isinstance(masks, dict) else {None: masks}
 
     def _forward(self) -> torch.Tensor:
         device = self.model.device.type  # autocast's cache of cast weights would not outlive a capture
@@ -123,10 +126,9 @@ class _Static:
     def step(self, tokens: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """fp32 logits after feeding each row's next token (a finished row's is masked)."""
         self.inputs["input_ids"].copy_(tokens.unsqueeze(-1))
-        self.attends[:, self.column] = live
-        masks, buffers = self._masks(), self.inputs["attention_mask"]
-        for mask, buffer in (zip(masks.values(), buffers.values()) if isinstance(masks, dict) else [(masks, buffers)]):
-            buffer.copy_(mask)
+        self.attends.index_copy_(1, self.at, live.unsqueeze(-1))
+        for kind, mask in self._masks().items():
+            self.masks[kind].copy_(mask)
         if self.replay is not None:
             for before, _ in REPLAY_HOOKS:
                 before()
@@ -141,7 +143,6 @@ class _Static:
             logits = self._forward()
         self.inputs["position_ids"] += 1
         self.at += 1
-        self.column += 1
         return logits.float()
 
     def _captured(self) -> tuple[torch.Tensor, object]:
@@ -167,12 +168,6 @@ class _Static:
         return self.logits, graph
 
 
-def static_decoding(model) -> bool:
-    """Whether `model`'s decoding steps take fixed shapes by default: on a GPU, where its masks are wholly
-    the engine's (`attention_of`: every layer's limits rebuilt in the mask)."""
-    return model.device.type == "cuda" and attention_of(model).widest is None
-
-
 @torch.no_grad()
 def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str],
                   static: bool | None = None) -> list[str]:
@@ -181,15 +176,17 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
     A row finishes at EOS or once its decoded text holds a stop string; generation ends when all rows
     have. Finished rows are masked out (no model FLOPs are counted for them); growing decoding drops them
     from the batch once they are half of it (dropping copies the cache, so not at every finish).
-    `static` (default `static_decoding(model)`): steps of fixed shapes, graphed on a GPU. `state` is used
-    up.
+    `static`: steps of fixed shapes, graphed on a GPU; by default on a GPU, where the model's masks are
+    wholly the engine's (`attention_of`: every layer's limits rebuilt in the mask). `state` is used up.
     """
-    static = static_decoding(model) if static is None else static
-    if static and attention_of(model).widest is not None:
+    whole_masks = attention_of(model).widest is None
+    static = model.device.type == "cuda" and whole_masks if static is None else static
+    if static and not whole_masks:
         raise ValueError(f"static decoding needs masks the engine builds whole; {model.config.model_type} with "
                          f"{model.config._attn_implementation} attention limits some layers itself: static=False")
     device = state.mask.device
-    decoder = _Static(model, state, max_new_tokens, device.type == "cuda") if static else _Growing(model, state, max_new_tokens)
+    decoder = (_Static(model, state, max_new_tokens, graph=device.type == "cuda") if static
+               else _Growing(model, state, max_new_tokens))
     eos = tokenizer.eos_token_id
     generated = [[] for _ in state.lengths]
     rows = list(range(len(generated)))  # the original row of each batch row

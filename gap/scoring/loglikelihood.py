@@ -110,10 +110,9 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     (`attention_of`). A request that `fits` refuses, or too wide to pack, is scored choice by choice, in
     passes of at most `max_tokens` padded tokens.
     """
-    widest = attention_of(model).widest
-    shared = [i for i, (ctx, choices) in enumerate(requests)
-              if share_context and ctx and fits(ctx, choices, max_length)
-              and (widest is None or packed_width(ctx, choices) <= widest)]
+    attention = attention_of(model)
+    shared = [i for i, (ctx, choices) in enumerate(requests) if share_context and ctx
+              and fits(ctx, choices, max_length) and attention.packs(packed_width(ctx, choices))]
     alone = sorted(set(range(len(requests))) - set(shared))
     pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
     return in_input_order(len(requests), [

@@ -36,11 +36,10 @@ def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[in
     generation decodes every row at once.
     """
     targets = targets or [[] for _ in contexts]
-    widest = attention_of(model).widest
+    attention = attention_of(model)
     # packed, a target's last token is not fed (nothing after it is scored)
     lengths = [len(c) + max(len(t) - 1, 0) for c, t in zip(contexts, targets)]
-    packed = [i for i, (c, n) in enumerate(zip(contexts, lengths))
-              if c and widest != 0 and (widest is None or n <= widest)]
+    packed = [i for i, (c, n) in enumerate(zip(contexts, lengths)) if c and attention.packs(n)]
     alone = sorted(set(range(len(contexts))) - set(packed))
     most_positions = logits_budget // vocab_size(model)
     parts = []  # (indices, their Prefill)

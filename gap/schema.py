@@ -66,7 +66,7 @@ class LoRA(_Section):
 
 
 class Method(_Section):
-    name: Literal["gap", "gap_legacy", "npo", "mle", "none"]
+    name: Literal["gap", "gap_legacy", "npo", "mle", "random_direction", "none"]
     beta: Annotated[float, Field(gt=0)] | None = None  # npo
     lora: LoRA | None = None
 

@@ -104,7 +104,8 @@ def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
 def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
     sharded = parameters_sharded(plan_of(cfg).strategy)
     return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
-                     split_batches=not sharded, beta=cfg.method.get("beta"), seed=cfg.seed)
+                     split_batches=not sharded, beta=cfg.method.get("beta"),
+                     direction_seed=cfg.method.get("direction_seed"))
 
 
 def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:

@@ -1,6 +1,6 @@
 """The null arm (`method=random_direction`) on the tiny model: each tensor's gradient becomes a random
 direction of GAP's norm on the same step, reproducible across processes, uncorrelated with the gradient,
-another for another seed or step; refused where gradients are sharded."""
+another for another seed (by default the run's seed and sample) or step; refused where gradients are sharded."""
 import os
 import subprocess
 import sys
@@ -14,7 +14,7 @@ from gap.errors import ConfigError
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import cpu_state_dict
 from gap.modules.objectives import random_direction
-from gap.train import check_config
+from gap.train import check_config, make_module
 from tests.helpers import ROOT, compose_cfg
 
 
@@ -39,10 +39,10 @@ def start(tiny):
     return cpu_state_dict(tiny[0])
 
 
-def gradients(fresh_tiny_model, tok, corpus, start, method, steps=1, seed=42) -> list[dict]:
+def gradients(fresh_tiny_model, tok, corpus, start, method, steps=1, seed="42/3") -> list[dict]:
     """The gradients of `steps` real optimizer steps of `method` from the weights `start`."""
     fresh_tiny_model.load_state_dict(start)
-    module = GAPModule(fresh_tiny_model, tok, ["copa"], method, lr=1e-3, seed=seed)
+    module = GAPModule(fresh_tiny_model, tok, ["copa"], method, lr=1e-3, direction_seed=seed)
     seen = Gradients()
     trainer = L.Trainer(accelerator="cpu", max_epochs=steps, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0, callbacks=[seen])
@@ -75,7 +75,7 @@ def test_each_tensor_gets_a_random_direction_of_gaps_norm(tiny, fresh_tiny_model
 def test_the_direction_is_reproducible_and_another_for_another_seed_or_step(tiny, fresh_tiny_model, corpus, start):
     first = gradients(fresh_tiny_model, tiny[1], corpus, start, "random_direction", steps=2)
     again = gradients(fresh_tiny_model, tiny[1], corpus, start, "random_direction", steps=2)
-    other = gradients(fresh_tiny_model, tiny[1], corpus, start, "random_direction", steps=1, seed=43)
+    other = gradients(fresh_tiny_model, tiny[1], corpus, start, "random_direction", steps=1, seed="43/3")
     for step in (0, 1):
         assert all(torch.equal(first[step][n], again[step][n]) for n in first[step])
     assert_uncorrelated(first[0], other[0])
@@ -95,6 +95,12 @@ def test_the_direction_is_the_same_in_another_process():
     assert torch.tensor(eval(proc.stdout)).reshape(20, 15).equal(here)
     assert here.norm().item() == pytest.approx(args[0].norm().item(), rel=1e-6)
     assert not random_direction(*args[:3], "model.layers.1.mlp.up_proj.weight").equal(here)
+
+
+def test_each_job_of_a_grid_over_seeds_or_samples_draws_its_own_directions(tiny):
+    seeds = [make_module(compose_cfg("train", ["method=random_direction", "model=tiny-random", *overrides]),
+                         *tiny, ["copa"]).direction_seed for overrides in ([], ["seed=7", "corpus.index=3"])]
+    assert seeds == ["42/0", "7/3"]
 
 
 @pytest.mark.parametrize("trainer", ["fsdp", "deepspeed"])

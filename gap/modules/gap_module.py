@@ -14,7 +14,8 @@ from gap.scoring.metrics import evaluation_metrics
 
 class GAPModule(L.LightningModule):
     """Wraps a causal LM. Training: one sample, the loss of `method` (`gap.modules.objectives`); the null
-    arm (`random_direction`) replaces each gradient by a random direction of its norm, drawn from `seed`.
+    arm (`random_direction`) replaces each gradient by a random direction of its norm, drawn from
+    `direction_seed`.
     Validation: each batch of a task goes to `score_batch`; every finished evaluation is appended to
     `evaluations` with its metrics and per-example predictions.
 
@@ -23,10 +24,11 @@ class GAPModule(L.LightningModule):
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
                  scoring: Scoring = Scoring(), split_batches: bool = True, beta: float | None = None,
-                 seed: int = 0):
+                 direction_seed="0"):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
-        self.tasks, self.method, self.beta, self.seed = list(tasks), method, beta, seed
+        self.tasks, self.method, self.beta = list(tasks), method, beta
+        self.direction_seed = direction_seed
         self.references: list[torch.Tensor] = []  # npo: each sample's log-likelihood under the unchanged model
         self.lr, self.betas = lr, tuple(betas)
         self.scoring, self.split_batches = scoring, split_batches
@@ -82,7 +84,7 @@ class GAPModule(L.LightningModule):
             return
         for name, parameter in self.model.named_parameters():
             if parameter.grad is not None:
-                parameter.grad.copy_(random_direction(parameter.grad, self.seed, self.global_step + 1, name))
+                parameter.grad.copy_(random_direction(parameter.grad, self.direction_seed, self.global_step + 1, name))
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]  # with LoRA, the adapter's

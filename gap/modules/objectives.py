@@ -43,10 +43,11 @@ def objective(method: str, nll: torch.Tensor, labels: torch.Tensor, reference=No
     return SIGNS[method] * nll
 
 
-def random_direction(gradient: torch.Tensor, seed: int, step: int, name: str) -> torch.Tensor:
+def random_direction(gradient: torch.Tensor, seed, step: int, name: str) -> torch.Tensor:
     """A standard normal direction scaled to `gradient`'s norm: the null arm's gradient of one parameter
     tensor at `step`. Drawn on the CPU from a generator seeded by sha256 of (seed, step, name), so every
-    process, rank and device draws the same (Python's `hash` differs between processes)."""
+    process, rank and device draws the same (Python's `hash` differs between processes); `seed` is any
+    value with a stable `str` (`method.direction_seed`)."""
     key = hashlib.sha256(f"{seed}/{step}/{name}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
     direction = torch.randn(gradient.shape, generator=generator, dtype=torch.float32)

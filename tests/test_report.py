@@ -274,6 +274,7 @@ def test_cli_on_the_paper_csvs(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "summary.csv")))) == 24
     assert (tmp_path / "figure_dialog.png").is_file() and (tmp_path / "figure_classification.svg").is_file()
     assert "epoch 0" in (tmp_path / "summary.md").read_text() and "| gap | 2.7B | all | dialog | 300 |" in proc.stdout
+    assert not (tmp_path / "selection.csv").exists() and not (tmp_path / "null_arm.csv").exists()  # selected only
 
 
 def test_cli_significance_of_a_job_named_by_hydra(sweep, tmp_path):

@@ -12,7 +12,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(if $(wildcard ../shared/data/tasks),$(abspath ../shared/data),$(GAP_CACHE_DIR)/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model model-gemma3 tokenizer-opt data run test test-slow lint clean bench bench-harness bench-sweep
+.PHONY: setup model model-gemma3 tokenizer-opt data run test test-slow lint clean bench bench-harness bench-sweep study
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,11 @@ run: setup model data
 # tests run in TEST_WORKERS processes (pytest-xdist), one thread each (the tiny model's passes are too small
 # to share; two workers of two threads each on two cores slowed them many times over)
 TEST_WORKERS ?= 2
+# the study of docs/study-smollm2.md: its grid on the embedded model, then the report that writes the document's
+# tables and figures (scripts/study.sh; STUDY_ARGS replaces the grid's overrides)
+study: setup model data
+	PYTHON=$(PY) scripts/study.sh $(STUDY_ARGS)
+
 test: setup model data tokenizer-opt
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 

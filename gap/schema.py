@@ -66,8 +66,9 @@ class LoRA(_Section):
 
 
 class Method(_Section):
-    name: Literal["gap", "gap_legacy", "npo", "mle", "none"]
+    name: Literal["gap", "gap_legacy", "npo", "mle", "random_direction", "none"]
     beta: Annotated[float, Field(gt=0)] | None = None  # npo
+    direction_seed: str | None = None  # random_direction
     lora: LoRA | None = None
 
 

@@ -25,6 +25,7 @@ from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
 from gap.modules.lora import lora_adapter
+from gap.modules.objectives import NULL_ARM
 from gap.modules.progress import ConsoleProgress
 from gap.preemption import is_preemption
 from gap.results import ResultsWriter, metric_table, resources
@@ -51,6 +52,9 @@ def check_config(cfg: DictConfig) -> None:
     check_task_names(cfg.tasks.include)
     check_model_config(cfg.model)
     strategy = strategy_of(cfg.trainer.get("strategy"))[0]
+    if cfg.method.name == NULL_ARM and strategy != "unsharded":  # each rank would hold a shard's gradient
+        raise ConfigError(f"method={NULL_ARM} is not supported yet with sharded gradients ({strategy}): "
+                          "use one device or trainer=ddp")
     if parameters_sharded(strategy):
         for key in ("save_checkpoint", "eval.heldout"):
             if OmegaConf.select(cfg, key):
@@ -100,7 +104,8 @@ def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
 def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
     sharded = parameters_sharded(plan_of(cfg).strategy)
     return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
-                     split_batches=not sharded, beta=cfg.method.get("beta"))
+                     split_batches=not sharded, beta=cfg.method.get("beta"),
+                     direction_seed=cfg.method.get("direction_seed"))
 
 
 def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:

@@ -1,22 +1,28 @@
 """`gap.report`: a hand-made sweep with hand-computed aggregates, figures read back from their data, the paper's
-CSVs, per-example significance, W&B (faked) and the command line."""
+CSVs, per-example significance, W&B (faked), the command line, and hand-made arms (gap, the null arm, mle) for
+the shares at fixed epochs, the selection's optimism and the tests against the null arm, computed by hand."""
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from gap.errors import ConfigError, DataError
 from gap.report import report
 from gap.report.__main__ import to_overrides
+from gap.report.document import BEGIN, END
 from gap.report.figure import write_figures
+from gap.report.null_arm import null_rows
 from gap.report.runs import load_path, model_order, next_larger
+from gap.report.selection import selection_rows
 from gap.report.significance import significance
-from gap.report.stats import mcnemar_exact, paired_bootstrap, wilson
+from gap.report.stats import fisher_exact, mcnemar_exact, mean_difference_test, mean_test, paired_bootstrap, wilson
 from gap.report.tables import summary_rows, task_rows
 from gap.report.wandb_runs import load_wandb
 from gap.results import best_epochs
@@ -268,6 +274,7 @@ def test_cli_on_the_paper_csvs(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "summary.csv")))) == 24
     assert (tmp_path / "figure_dialog.png").is_file() and (tmp_path / "figure_classification.svg").is_file()
     assert "epoch 0" in (tmp_path / "summary.md").read_text() and "| gap | 2.7B | all | dialog | 300 |" in proc.stdout
+    assert not (tmp_path / "selection.csv").exists() and not (tmp_path / "null_arm.csv").exists()  # selected only
 
 
 def test_cli_significance_of_a_job_named_by_hydra(sweep, tmp_path):
@@ -297,3 +304,167 @@ def test_default_out_is_beside_a_sweep_but_never_in_the_papers_data_folder(sweep
     assert _out_dir(OmegaConf.merge(cfg, {"inputs": [str(sweep)]}), [str(sweep)]) == sweep / "report"
     paper = _out_dir(OmegaConf.merge(cfg, {"inputs": [str(PAPER)]}), [str(PAPER)])
     assert paper == Path("outputs/report/full_results") and (tmp_path / paper).is_dir()
+
+
+# ---- the null arm, fixed epochs and the selection's optimism ----------------------------------------------
+# classification (selected, after step 1, after the last step, held-out delta or None); dialogue stays at the
+# baseline. Unchanged model: classification 0.40 (held-out 0.30), dialogue 0.10.
+ARMS = {
+    "gap": [(0.41, 0.39, 0.40, 0.00), (0.42, 0.41, 0.38, 0.01), (0.43, 0.42, 0.43, -0.01), (0.44, 0.38, 0.41, 0.02)],
+    "random_direction": [(0.40, 0.38, 0.39, None), (0.40, 0.40, 0.37, None), (0.40, 0.39, 0.40, None),
+                         (0.405, 0.405, 0.40, None)],
+    "mle": [(0.39, 0.39, 0.37, None)],
+}
+
+
+def arm_results(method, index, selected, first, last, heldout_delta):
+    history = [{"epoch": e, "step": e + 1, "train_nll": 2.0, "metrics": metrics(acc, 0.10), "seconds": {}}
+               for e, acc in enumerate([first, selected, last])]
+    config = {"model": {"name": "opt-350m"}, "corpus": {"name": "github", "index": index}, "method": {"name": method}}
+    results = {"status": "ok", "config": config, "metrics": history[-1]["metrics"], "seconds": {},
+               "baseline": metrics(0.40, 0.10), "history": history, "best": best_epochs(history)}
+    if heldout_delta is not None:
+        results["heldout"] = {"epochs": {"classification": 1, "dialog": 0}, "baseline": metrics(0.30, 0.10),
+                              "selected": metrics(0.30 + heldout_delta, 0.10)}
+    return results
+
+
+@pytest.fixture
+def arms(tmp_path):
+    root = tmp_path / "arms"
+    for method, runs in ARMS.items():
+        for i, run in enumerate(runs):
+            (root / f"corpus.index={i},method={method}").mkdir(parents=True)
+            (root / f"corpus.index={i},method={method}" / "results.json").write_text(
+                json.dumps(arm_results(method, i, *run)))
+    return root
+
+
+def group(rows, method, corpus="github", category="classification"):
+    return next(r for r in rows if (r["method"], r["corpus"], r["category"]) == (method, corpus, category))
+
+
+def test_shares_at_fixed_epochs_and_the_selections_optimism(arms):
+    rows = selection_rows(load_path(arms))
+    assert {(r["method"], r["corpus"], r["category"]) for r in rows} == {
+        (m, c, k) for m in ARMS for c in ("github", "all") for k in ("classification", "dialog")}
+    gap = group(rows, "gap")  # selected 4/4 above 0.40; after step 1: 0.41, 0.42 (2/4); after the last: 0.43, 0.41
+    # Wilson by hand: 4 of 4, centre 0.75505 and half 0.24495; 2 of 4, centre 0.5 and half 0.34996
+    wilson_4_of_4, wilson_2_of_4 = (0.51011, 1.0), (0.15004, 0.84996)
+    assert (gap["runs"], gap["beat_baseline"], gap["beat_baseline_first"], gap["beat_baseline_last"]) == (
+        4, 1, 0.5, 0.5)
+    assert (gap["beat_baseline_lo"], gap["beat_baseline_hi"]) == pytest.approx(wilson_4_of_4, abs=1e-4)
+    assert (gap["beat_baseline_first_lo"], gap["beat_baseline_first_hi"]) == pytest.approx(wilson_2_of_4, abs=1e-4)
+    assert (gap["beat_baseline_last_lo"], gap["beat_baseline_last_hi"]) == pytest.approx(wilson_2_of_4, abs=1e-4)
+    # optimism per run: (0.01 - 0.00, 0.02 - 0.01, 0.03 + 0.01, 0.04 - 0.02); only all-plus and all-minus of the
+    # 16 sign patterns reach |mean| >= 0.02: p = 2/16, and no shift is ever rejected (2/16 > 0.05)
+    assert (gap["heldout_runs"], gap["selected_delta"], gap["heldout_delta"], gap["optimism"]) == pytest.approx(
+        (4, 0.025, 0.005, 0.02))
+    assert (gap["optimism_lo"], gap["optimism_hi"], gap["optimism_p_value"]) == (-math.inf, math.inf, 0.125)
+    null = group(rows, "random_direction")  # selected: only 0.405 beats 0.40 (so does its first); none at the last
+    assert (null["beat_baseline"], null["beat_baseline_first"], null["beat_baseline_last"]) == (0.25, 0.25, 0)
+    assert (null["heldout_runs"], null["optimism"], null["optimism_lo"]) == (0, None, None)
+    assert group(rows, "gap", "all") == {**gap, "corpus": "all"}
+    assert group(rows, "gap", category="dialog")["beat_baseline_last"] == 0  # equal to the baseline is not above it
+
+
+def test_each_method_against_the_null_arm(arms):
+    rows = null_rows(load_path(arms))
+    assert {(r["method"], r["corpus"], r["category"]) for r in rows} == {
+        (m, c, k) for m in ("gap", "mle") for c in ("github", "all") for k in ("classification", "dialog")}
+    gap = group(rows, "gap")
+    assert (gap["null_arm"], gap["runs"], gap["null_runs"], gap["beat_baseline"], gap["null_beat_baseline"]) == (
+        "random_direction", 4, 4, 1.0, 0.25)
+    # Fisher, 4/4 against 1/4: tables x = 1..4 above of 5 have probabilities 4, 24, 24, 4 (/56): p = 8/56.
+    # Newcombe: 0.75 - hypot(1 - 0.51011, 0.69936 - 0.25), 0.75 + hypot(0, 0.25 - 0.04559)
+    assert gap["share_diff"] == 0.75 and gap["share_p_value"] == pytest.approx(8 / 56)
+    assert (gap["share_diff_lo"], gap["share_diff_hi"]) == pytest.approx((0.08523, 0.95441), abs=1e-4)
+    # deltas (1, 2, 3, 4) against (0, 0, 0, 0.5), in hundredths: the observed split (sum 10) and (0, 0, 0, 0.5)
+    # (sum 0.5) are the only ones of 70 with |difference| >= 2.375: p = 2/70. Shifted by 0.5 (and by 4) four
+    # (eight) splits tie the observed, p = 4/70 (8/70) > 0.05; a little further only two: the interval is [0.5, 4]
+    assert (gap["mean_delta"], gap["null_mean_delta"], gap["delta_diff"]) == pytest.approx((0.025, 0.00125, 0.02375))
+    assert gap["delta_p_value"] == pytest.approx(2 / 70)
+    assert (gap["delta_diff_lo"], gap["delta_diff_hi"]) == pytest.approx((0.005, 0.04), abs=1e-7)
+    mle = group(rows, "mle")  # one run (-0.01) against four: only the observed split of 5 is as extreme
+    assert (mle["runs"], mle["share_p_value"], mle["delta_p_value"]) == (1, 1.0, pytest.approx(1 / 5))
+    assert (mle["delta_diff"], mle["delta_diff_lo"], mle["delta_diff_hi"]) == (pytest.approx(-0.01125), -math.inf,
+                                                                               math.inf)
+    dialog = group(rows, "gap", category="dialog")  # every run at the baseline: nothing to tell apart
+    assert (dialog["share_diff"], dialog["share_p_value"], dialog["delta_p_value"]) == (0, 1.0, 1.0)
+
+
+def test_permutation_tests_by_hand():
+    # sign flips of 1..6: only all-plus and all-minus of 64 reach |sum| >= 21. Shifted by 1 (by 6) a zero's sign
+    # is free, so 4 of 64 tie (p 0.0625 > 0.05); any further, 2: the interval of the mean is [1, 6]
+    assert mean_test([1, 2, 3, 4, 5, 6]) == pytest.approx((3.5, 1.0, 6.0, 2 / 64), abs=1e-7)
+    assert mean_test([1, 2, 3, 4, 5]) == (3.0, -math.inf, math.inf, pytest.approx(2 / 32))  # 2/32 > 0.05: unbounded
+    # 3 against 3: 2 of the 20 splits as extreme as the observed; never fewer, so no 95% interval
+    assert mean_difference_test([1, 2, 3], [0, 0, 0]) == (2.0, -math.inf, math.inf, pytest.approx(0.1))
+    # more relabelings than `resamples`: that many random ones and the observed (seeded: the same twice)
+    x, y = [0.1 * i for i in range(12)], [0.1 * i - 0.3 for i in range(12)]
+    random = mean_difference_test(x, y, resamples=2000, seed=3)
+    assert random == mean_difference_test(x, y, resamples=2000, seed=3) and random[0] == pytest.approx(0.3)
+    assert random[1] < 0.3 < random[2] and 0.05 < random[3] < 0.8
+    assert fisher_exact(3, 3, 0, 3) == pytest.approx(0.1) and fisher_exact(2, 4, 2, 4) == pytest.approx(1.0)
+
+
+def test_the_figure_marks_the_null_arms_range_in_every_panel(arms, tmp_path):
+    figure = write_figures(load_path(arms), tmp_path, formats=("png",))["classification"]
+    assert [ax.get_title() for ax in figure.axes] == ["gap", "mle", "random_direction"]
+    for ax in figure.axes:
+        band = next(c for c in ax.collections if c.get_gid() == "null:opt-350m")
+        ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+        assert (ys.min(), ys.max()) == pytest.approx((0.40, 0.405))
+    points = next(c for c in figure.axes[0].collections if c.get_gid() == "runs:opt-350m").get_offsets()
+    assert sorted(points[:, 1]) == pytest.approx([0.41, 0.42, 0.43, 0.44])
+    assert "range of the null arm (random_direction)" in [t.get_text() for t in figure.axes[-1].get_legend().texts]
+
+
+def test_the_report_writes_the_new_tables_and_fills_a_document(arms, tmp_path):
+    document = tmp_path / "docs" / "study.md"
+    document.parent.mkdir()
+    document.write_text(f"# A study\n\nProse before.\n\n{BEGIN}\nold tables\n{END}\n\nProse after.\n")
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "report.yaml"),
+                          {"inputs": [str(arms)], "out": str(tmp_path / "docs" / "study"), "document": str(document)})
+    out = report(cfg)
+    null = list(csv.DictReader(open(out / "null_arm.csv")))
+    assert len(null) == 8 and float(group(null, "gap")["delta_p_value"]) == pytest.approx(2 / 70, abs=1e-6)
+    selection = list(csv.DictReader(open(out / "selection.csv")))
+    assert group(selection, "gap")["optimism_hi"] == "inf" and group(selection, "random_direction")["optimism"] == ""
+    text = document.read_text()
+    assert text.startswith("# A study\n\nProse before.\n\n" + BEGIN) and text.endswith(END + "\n\nProse after.\n")
+    assert "old tables" not in text and "\n## GAP report\n" in text and "\n### Against the null arm" in text
+    assert "![figure_classification](study/figure_classification.png)" in text
+    assert "| gap | opt-350m | github | classification | 4 | 4 | 1.00 | 0.25 | 0.75 [0.09, 0.95] | 0.143 |" in text
+    report(cfg)
+    assert document.read_text() == text  # the same tables again: the document does not change
+    document.write_text("# no markers\n")
+    with pytest.raises(ConfigError, match="document=.*holding the lines <!-- gap.report:begin -->"):
+        report(cfg)
+
+
+def test_the_study_script_runs_its_grid_and_fills_the_document(tmp_path):
+    """A rehearsal of docs/study-smollm2.md on the tiny random model: scripts/study.sh runs the grid (gap and the
+    null arm, 2 samples, W&B offline, held-out evaluation) and the report rewrites only the document's block."""
+    document, prose = tmp_path / "study.md", (ROOT / "docs" / "study-smollm2.md").read_text()
+    document.write_text(prose)
+    env = {**os.environ, "PYTHON": sys.executable, "GAP_DATA_DIR": str(DATA_DIR), "STUDY_DIR": str(tmp_path / "sweep"),
+           "STUDY_DOC": str(document)}
+    grid = ["model=tiny-random", "method=gap,random_direction", "corpus.index=0,1", "tasks.include=[copa]",
+            "trainer.max_epochs=2", "eval.limit=2", "eval.heldout=true", f"paths.baseline_dir={tmp_path / 'baselines'}"]
+    proc = subprocess.run([str(ROOT / "scripts" / "study.sh"), *grid], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert [(j["status"], j["config"]["method"]["name"], j["config"]["method"].get("direction_seed"))
+            for j in jobs] == [("ok", "gap", None), ("ok", "random_direction", "42/0"), ("ok", "gap", None),
+                               ("ok", "random_direction", "42/1")]
+    assert all(j["heldout"] and len(j["history"]) == 2 for j in jobs)
+    assert len(list((tmp_path / "sweep").glob("*/wandb/offline-run-*"))) == 4
+    text = document.read_text()
+    assert text.startswith(prose.split(BEGIN)[0] + BEGIN) and text.endswith(END + prose.split(END)[1])
+    assert "| gap | tiny-random | all | classification | 2 | 2 |" in text  # against the null arm: 2 runs each
+    assert "![figure_classification](study/figure_classification.png)" in text
+    assert (tmp_path / "study" / "figure_classification.png").is_file()
+    assert {p.name for p in (tmp_path / "study").glob("*.csv")} == {"summary.csv", "selection.csv", "null_arm.csv",
+                                                                   "tasks.csv"}

@@ -7,13 +7,15 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from gap.modules.objectives import objective, sequence_logprob
+from gap.modules.objectives import NULL_ARM, objective, random_direction, sequence_logprob
 from gap.scoring.evaluator import Scoring, score_batch
 from gap.scoring.metrics import evaluation_metrics
 
 
 class GAPModule(L.LightningModule):
-    """Wraps a causal LM. Training: one sample, the loss of `method` (`gap.modules.objectives`).
+    """Wraps a causal LM. Training: one sample, the loss of `method` (`gap.modules.objectives`); the null
+    arm (`random_direction`) replaces each gradient by a random direction of its norm, drawn from
+    `direction_seed`.
     Validation: each batch of a task goes to `score_batch`; every finished evaluation is appended to
     `evaluations` with its metrics and per-example predictions.
 
@@ -21,10 +23,12 @@ class GAPModule(L.LightningModule):
     the metrics computed from them in example order, so they equal a single process's."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
-                 scoring: Scoring = Scoring(), split_batches: bool = True, beta: float | None = None):
+                 scoring: Scoring = Scoring(), split_batches: bool = True, beta: float | None = None,
+                 direction_seed="0"):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.tasks, self.method, self.beta = list(tasks), method, beta
+        self.direction_seed = direction_seed
         self.references: list[torch.Tensor] = []  # npo: each sample's log-likelihood under the unchanged model
         self.lr, self.betas = lr, tuple(betas)
         self.scoring, self.split_batches = scoring, split_batches
@@ -72,6 +76,15 @@ class GAPModule(L.LightningModule):
         finite = math.isfinite(self.last_train_nll)
         self.last_step_taken = finite and (scale is None or scale >= self._scale_before)
         self.log("train/step_taken", float(self.last_step_taken), on_step=True, on_epoch=False, batch_size=1)
+
+    def on_before_optimizer_step(self, optimizer):
+        """The null arm: every gradient (unscaled, on every rank the same after DDP's reduction) becomes a
+        random direction of its norm, drawn for this step (1 for the first) and the parameter's name."""
+        if self.method != NULL_ARM:
+            return
+        for name, parameter in self.model.named_parameters():
+            if parameter.grad is not None:
+                parameter.grad.copy_(random_direction(parameter.grad, self.direction_seed, self.global_step + 1, name))
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]  # with LoRA, the adapter's

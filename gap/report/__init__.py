@@ -1,5 +1,7 @@
 """`python -m gap.report PATH...`: sweeps (or W&B runs, or the paper's `full_results` CSVs) -> the paper's
-Figure 1 and tables; `run=<job dir>` adds the paired significance of one run against its baseline.
+Figure 1 and tables; from sweeps also the shares at fixed epochs, the selection's optimism and each method
+against the null arm; `run=<job dir>` adds the paired significance of one run against its baseline;
+`document=PATH` writes the tables and figures into a hand-written Markdown document.
 
 `report(cfg)` is the whole report; `gap.report.__main__` only hands it the Hydra config (conf/report.yaml).
 """
@@ -9,11 +11,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gap.errors import ConfigError, DataError
+from gap.report import null_arm, selection
+from gap.report.document import check_document, update_document
 from gap.report.publish import publish, sweep_target
 from gap.report.runs import Results, is_paper_folder, load_path
 from gap.report.significance import COLUMNS as SIGNIFICANCE_COLUMNS
 from gap.report.significance import significance
 from gap.report.tables import SUMMARY_COLUMNS, TASK_COLUMNS, markdown, summary_rows, task_rows, write_csv
+
+# tables written beside summary.csv when a source holds what they need: (file, rows, columns, Markdown)
+QUESTIONS = (("selection.csv", selection.selection_rows, selection.COLUMNS, selection.selection_markdown),
+             ("null_arm.csv", null_arm.null_rows, null_arm.COLUMNS, null_arm.null_markdown))
 
 __all__ = ["report"]
 
@@ -49,6 +57,8 @@ def report(cfg: DictConfig) -> Path:
     if not (inputs or cfg.wandb.runs or cfg.run):
         raise ConfigError("no input: give sweep directories or folders of the paper's CSVs "
                           "(`python -m gap.report PATH...` or inputs=[...]), wandb=ENTITY/PROJECT, or run=<job dir>")
+    if cfg.document:
+        check_document(cfg.document)
     target = sweep_target(inputs) if cfg.wandb.publish else None
     results = Results()
     for path in inputs:
@@ -65,14 +75,23 @@ def report(cfg: DictConfig) -> Path:
 
         summary = summary_rows(results)
         write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
+        sections = []
+        for name, make_rows, columns, make_markdown in QUESTIONS:
+            if rows_of := make_rows(results, cfg.permutation.resamples, cfg.permutation.seed):
+                write_csv(out / name, rows_of, columns)
+                sections.append(make_markdown(rows_of))
+                written.append(name)
         sources = [*inputs, *([f"wandb:{cfg.wandb.runs}"] if cfg.wandb.runs else [])]
-        text = markdown(summary, results.notes, sources)
+        text = markdown(summary, results.notes, sources, sections)
         (out / "summary.md").write_text(text, encoding="utf-8")
         tasks = task_rows(results)
         write_csv(out / "tasks.csv", tasks, TASK_COLUMNS)
         figures = write_figures(results, out, tuple(cfg.figure.formats), cfg.figure.jitter)
         written += ["summary.csv", "summary.md", "tasks.csv",
                     *(f"figure_{c}.{f}" for c in figures for f in cfg.figure.formats)]
+        if cfg.document:
+            update_document(cfg.document, text, [out / f"figure_{c}.{cfg.figure.formats[0]}" for c in figures])
+            written.append(str(cfg.document))
         print(text)
         if target:
             print(f"published to W&B (group {target['group']}, job_type=report): "

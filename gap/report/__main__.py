@@ -14,7 +14,7 @@ def _quote(value: str) -> str:
 
 
 def to_overrides(args: list[str]) -> list[str]:
-    """Bare arguments (no `key=`, or an existing path) -> one `inputs=[...]` override; `run=`/`out=` quoted;
+    """Bare arguments (no `key=`, or an existing path) -> one `inputs=[...]` override; `run=`/`out=`/`document=` quoted;
     `wandb=ENTITY/PROJECT` -> `wandb.runs=...`."""
     overrides, paths, flag_value = [], [], False
     for arg in args:
@@ -24,7 +24,7 @@ def to_overrides(args: list[str]) -> list[str]:
             flag_value = arg in FLAGS_WITH_VALUE
         elif not eq or os.path.exists(arg):
             paths.append(arg)
-        elif key in ("run", "out") and value not in ("null", "") and not value.startswith(("'", '"')):
+        elif key in ("run", "out", "document") and value not in ("null", "") and not value.startswith(("'", '"')):
             overrides.append(f"{key}={_quote(value)}")
         elif key == "wandb":  # the shorthand of wandb.runs=ENTITY/PROJECT
             overrides.append(f"wandb.runs={value}")

@@ -10,6 +10,7 @@ from statistics import mean, mode
 from gap.data.tasks import CATEGORIES
 from gap.errors import DataError
 from gap.files import read_results
+from gap.modules.objectives import NULL_ARM
 from gap.results import selected_metrics
 
 PAPER_FILES = {"classification": ("classification.csv",), "dialog": ("dialog.csv", "dialogue.csv")}
@@ -28,6 +29,10 @@ class Run:
     epoch: int | None = None
     method: str = "gap"              # `method_label` of the run's method
     index: int | None = None         # the corpus sample (`corpus.index`) of a sweep's job
+    first: float | None = None       # the category average at fixed epochs (no selection): after step 1
+    last: float | None = None        # and after the last step; None from the paper's CSVs
+    heldout_delta: float | None = None  # with `eval.heldout`: the selected weights' gain on held-out examples
+    optimism: float | None = None       # and the selected delta minus that (both against the run's own baseline)
 
 
 @dataclass
@@ -60,10 +65,20 @@ class Results:
         value = mode(b.average for b in records)
         return next(b for b in records if b.average == value)
 
+    def delta(self, run: Run, value: float | None) -> float | None:
+        """`value` (one of the run's averages) minus its corpus group's baseline; None without either."""
+        baseline = self.baseline(run.model, run.corpus, run.category)
+        return value - baseline.average if baseline and value is not None else None
+
 
 def method_label(name: str | None, lora: bool = False) -> str:
     """A run's method as the report groups it: `method.name`, with `+lora` when it trained a LoRA adapter."""
     return (name or "gap") + ("+lora" if lora else "")
+
+
+def null_arm_of(method: str) -> str:
+    """The null arm a method is compared with: `random_direction`, through LoRA for a LoRA method."""
+    return method_label(NULL_ARM, method.endswith("+lora"))
 
 
 def method_order(results: "Results") -> list[str]:
@@ -111,11 +126,12 @@ def load_sweep(path: Path) -> Results:
         model, corpus = config["model"]["name"], config["corpus"]["name"]
         method_cfg = config.get("method") or {}
         method = method_label(method_cfg.get("name"), (method_cfg.get("lora") or {}).get("enabled", False))
-        selected = selected_metrics(results)
+        selected, history = selected_metrics(results), results["history"]
         for category, best in results["best"].items():
             key = CATEGORIES[category].average
             out.runs.append(Run(model, corpus, category, best[key], category_metrics(selected[category], category),
-                                best["epoch"], method, config["corpus"].get("index")))
+                                best["epoch"], method, config["corpus"].get("index"), history[0]["metrics"].get(key),
+                                history[-1]["metrics"].get(key), *_heldout(results, category)))
             if results.get("baseline"):
                 out.baselines[(model, corpus, category)].append(
                     Baseline(results["baseline"][key], category_metrics(results["baseline"], category)))
@@ -129,6 +145,19 @@ def load_sweep(path: Path) -> Results:
     if not out.runs:
         raise DataError(f"{path}: no finished runs ({', '.join(f'{s}: {n}' for s, n in sorted(status.items()))})")
     return out
+
+
+def _heldout(results: dict, category: str) -> tuple[float | None, float | None]:
+    """(held-out delta, optimism): the selected weights' gain over the unchanged model on held-out examples,
+    and how much more they gained on the examples they were selected on: (selected - baseline) - (held-out
+    selected - held-out baseline). Nones without a held-out evaluation."""
+    key, heldout = CATEGORIES[category].average, results.get("heldout") or {}
+    values = (results["best"][category][key], (results.get("baseline") or {}).get(key),
+              (heldout.get("selected") or {}).get(key), (heldout.get("baseline") or {}).get(key))
+    if any(v is None for v in values):
+        return None, None
+    selected, base, heldout_selected, heldout_base = values
+    return heldout_selected - heldout_base, (selected - base) - (heldout_selected - heldout_base)
 
 
 def load_paper_csvs(path: Path) -> Results:

@@ -28,9 +28,17 @@ def groups(results: Results):
                     yield method, model, corpus, category, chosen
 
 
-def _share(flags: list) -> float | None:
-    known = [f for f in flags if f is not None]
-    return sum(known) / len(known) if known and len(known) == len(flags) else None
+def share(flags: list) -> tuple[float | None, float | None, float | None]:
+    """(share of True, its 95% Wilson interval); Nones when a flag is unknown (no baseline or no value)."""
+    if not flags or any(f is None for f in flags):
+        return None, None, None
+    return sum(flags) / len(flags), *wilson(sum(flags), len(flags))
+
+
+def beats(results: Results, runs: list, value=lambda run: run.average) -> list:
+    """Per run, whether `value(run)` is above its corpus group's baseline (None when either is unknown)."""
+    deltas = [results.delta(r, value(r)) for r in runs]
+    return [d > 0 if d is not None else None for d in deltas]
 
 
 def summary_rows(results: Results) -> list[dict]:
@@ -38,18 +46,15 @@ def summary_rows(results: Results) -> list[dict]:
     rows = []
     for method, model, corpus, category, runs in groups(results):
         larger = next_larger(model, models)
-        own = [results.baseline(model, r.corpus, category) for r in runs]
         above = [results.baseline(larger, r.corpus, category) if larger else None for r in runs]
-        beat = [r.average > b.average if b else None for r, b in zip(runs, own)]
         beat_next = [r.average > b.average if b else None for r, b in zip(runs, above)]
         shown = results.baseline(model, None if corpus == "all" else corpus, category)
-        share = _share(beat)
-        lo, hi = wilson(sum(beat), len(beat)) if share is not None else (None, None)
+        beat, lo, hi = share(beats(results, runs))
         averages = [r.average for r in runs]
         rows.append({"method": method, "model": model, "corpus": corpus, "category": category, "runs": len(runs),
                      "mean": mean(averages), "median": median(averages), "best": max(averages),
-                     "baseline": shown.average if shown else None, "beat_baseline": share,
-                     "beat_baseline_lo": lo, "beat_baseline_hi": hi, "beat_next_larger": _share(beat_next)})
+                     "baseline": shown.average if shown else None, "beat_baseline": beat,
+                     "beat_baseline_lo": lo, "beat_baseline_hi": hi, "beat_next_larger": share(beat_next)[0]})
     return rows
 
 
@@ -78,23 +83,32 @@ def write_csv(path: Path, rows: list[dict], columns) -> None:
         writer.writerows([_cell(row[c]) for c in columns] for row in rows)
 
 
-def markdown(rows: list[dict], notes: list[str], sources: list[str]) -> str:
-    """The summary as a Markdown table, with the sources and every assumption the numbers rest on."""
-    def fmt(row, column):
-        value = row[column]
+GROUP = {"method": "", "model": "", "corpus": "", "category": ""}  # a group's columns, as text
+SUMMARY_MARKDOWN = {**GROUP, "runs": "", "mean": ".4f", "median": ".4f", "best": ".4f", "baseline": ".4f",
+                    "beat_baseline": ".2f", "beat_next_larger": ".2f"}
+
+
+def markdown_table(rows: list[dict], columns: dict[str, str]) -> list[str]:
+    """The lines of a Markdown table. `columns` maps each column to its number format (`.2f`, `.3g`; "" for
+    text); a column whose row also holds `<column>_lo` and `<column>_hi` shows `value [lo, hi]`."""
+    def cell(row, column):
+        value, spec = row[column], columns[column]
         if value is None:
             return ""
-        if column == "beat_baseline":
-            return f"{value:.2f} [{row['beat_baseline_lo']:.2f}, {row['beat_baseline_hi']:.2f}]"
-        if column == "beat_next_larger":
-            return f"{value:.2f}"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        text = format(value, spec) if spec else str(value)
+        if row.get(f"{column}_lo") is not None:
+            text += f" [{row[f'{column}_lo']:{spec}}, {row[f'{column}_hi']:{spec}}]"
+        return text
 
-    columns = ("method", "model", "corpus", "category", "runs", "mean", "median", "best", "baseline", "beat_baseline",
-               "beat_next_larger")
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows)]
+
+
+def markdown(rows: list[dict], notes: list[str], sources: list[str], sections=()) -> str:
+    """The summary as a Markdown table, with the sources and every assumption the numbers rest on, then
+    `sections` (Markdown text: the tables of `gap.report.selection` and `gap.report.null_arm`)."""
     lines = ["# GAP report", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row, c) for c in columns) + " |" for row in rows]
+             *markdown_table(rows, SUMMARY_MARKDOWN)]
     lines += ["", "- Each run counts with its selected evaluation: the best epoch of that category's average "
               "(the authors' selection), so `best` and `mean` are optimistic by construction.",
               "- `beat_baseline`: share of runs whose selected average is above the unchanged model's, with a "
@@ -103,4 +117,5 @@ def markdown(rows: list[dict], notes: list[str], sources: list[str]) -> str:
               "- Runs are compared with the baseline of their own corpus group; an `all` row shows the model's "
               "most common baseline."]
     lines += [f"- {note}" for note in notes]
+    lines += [part for section in sections for part in ("", section.rstrip("\n"))]
     return "\n".join(lines) + "\n"

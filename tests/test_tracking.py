@@ -156,6 +156,15 @@ def test_the_report_run_in_the_sweeps_group(sweep):
     assert by_category["dialog"][5] == pytest.approx(results["baseline"]["avg/dialog_f1"])
     summary = report.table("report/summary")
     assert summary["columns"][:5] == ["method", "model", "corpus", "category", "runs"] and len(summary["data"]) == 4
+    # the selection's question as a table, computed by hand from the one run's results.json; no null arm ran
+    selection = report.table("report/selection")
+    dialog = next(dict(zip(selection["columns"], r)) for r in selection["data"] if r[3] == "dialog")
+    selected, base = results["best"]["dialog"]["avg/dialog_f1"], results["baseline"]["avg/dialog_f1"]
+    heldout = {k: results["heldout"][k]["avg/dialog_f1"] for k in ("selected", "baseline")}
+    assert (dialog["runs"], dialog["heldout_runs"], dialog["beat_baseline"]) == (1, 1, float(selected > base))
+    assert dialog["heldout_delta"] == pytest.approx(heldout["selected"] - heldout["baseline"])
+    assert dialog["optimism"] == pytest.approx(selected - base - dialog["heldout_delta"])
+    assert report.table("report/null_arm")["data"] == []
     for category in ("classification", "dialog"):
         image = report.history_value(f"report/figure_{category}/path")
         assert (report.folder / "files" / image).stat().st_size > 10_000

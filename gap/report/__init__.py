@@ -75,9 +75,11 @@ def report(cfg: DictConfig) -> Path:
 
         summary = summary_rows(results)
         write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
-        sections = []
+        sections, tables = [], {"summary": (summary, SUMMARY_COLUMNS)}
         for name, make_rows, columns, make_markdown in QUESTIONS:
-            if rows_of := make_rows(results, cfg.permutation.resamples, cfg.permutation.seed):
+            rows_of = make_rows(results, cfg.permutation.resamples, cfg.permutation.seed)
+            tables[name.removesuffix(".csv")] = (rows_of, columns)
+            if rows_of:
                 write_csv(out / name, rows_of, columns)
                 sections.append(make_markdown(rows_of))
                 written.append(name)
@@ -86,6 +88,7 @@ def report(cfg: DictConfig) -> Path:
         (out / "summary.md").write_text(text, encoding="utf-8")
         tasks = task_rows(results)
         write_csv(out / "tasks.csv", tasks, TASK_COLUMNS)
+        tables["tasks"] = (tasks, TASK_COLUMNS)
         figures = write_figures(results, out, tuple(cfg.figure.formats), cfg.figure.jitter)
         written += ["summary.csv", "summary.md", "tasks.csv",
                     *(f"figure_{c}.{f}" for c in figures for f in cfg.figure.formats)]
@@ -95,7 +98,7 @@ def report(cfg: DictConfig) -> Path:
         print(text)
         if target:
             print(f"published to W&B (group {target['group']}, job_type=report): "
-                  f"{publish(results, summary, tasks, figures, target, out)}")
+                  f"{publish(results, tables, figures, target, out)}")
     if rows is not None:
         write_csv(out / "significance.csv", rows, SIGNIFICANCE_COLUMNS)
         written.append("significance.csv")

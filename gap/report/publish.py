@@ -1,5 +1,6 @@
 """`python -m gap.report SWEEP wandb.publish=true`: the report as a W&B run (`job_type=report`) in the
-sweep's group: both figures as images, `summary` and `tasks` as tables, and per category an interactive
+sweep's group: both figures as images, `summary`, `tasks`, `selection` and `null_arm` as tables (the last two
+empty where no run allows them), and per category an interactive
 scatter of the runs (model, corpus, index, selected value, baseline, method) against the corpus sample."""
 import io
 import os
@@ -9,12 +10,11 @@ from gap.data.tasks import CATEGORIES
 from gap.errors import ConfigError
 from gap.files import read_results
 from gap.report.runs import Results
-from gap.report.tables import SUMMARY_COLUMNS, TASK_COLUMNS
 
 RUN_COLUMNS = ("model", "corpus", "index", "category", "selected", "baseline", "method")
 # the report run's W&B keys, which gap.dashboard's panels name
 FIGURE_KEYS = {category: f"report/figure_{category}" for category in CATEGORIES}
-TABLE_KEYS = {name: f"report/{name}" for name in ("summary", "tasks", "runs")}
+TABLE_KEYS = {name: f"report/{name}" for name in ("summary", "tasks", "selection", "null_arm", "runs")}
 
 
 def sweep_target(inputs: list[str]) -> dict:
@@ -47,9 +47,9 @@ def _image(figure):
     return Image.open(buffer)
 
 
-def publish(results: Results, summary: list[dict], tasks: list[dict], figures: dict, target: dict, out) -> str:
-    """Log the report run to `target` (`sweep_target`; offline without credentials: under `out/wandb`);
-    returns its URL, or its folder offline."""
+def publish(results: Results, tables: dict, figures: dict, target: dict, out) -> str:
+    """Log the report run to `target` (`sweep_target`; offline without credentials: under `out/wandb`) with
+    `tables` ({name: (rows, columns)}); returns its URL, or its folder offline."""
     import wandb
 
     from gap.resolvers import wandb_offline
@@ -60,7 +60,7 @@ def publish(results: Results, summary: list[dict], tasks: list[dict], figures: d
     try:
         logged = {FIGURE_KEYS[c]: wandb.Image(_image(figure), caption=f"Figure 1: {c}")
                   for c, figure in figures.items()}
-        for name, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("tasks", tasks, TASK_COLUMNS)):
+        for name, (rows, columns) in tables.items():
             logged[TABLE_KEYS[name]] = wandb.Table(columns=list(columns), data=[[r[c] for c in columns] for r in rows])
         runs = wandb.Table(columns=list(RUN_COLUMNS), data=run_rows(results))
         logged[TABLE_KEYS["runs"]] = runs

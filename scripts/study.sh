@@ -8,7 +8,7 @@ set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 STUDY_DIR=${STUDY_DIR:-outputs/train/multiruns/study-smollm2}
 STUDY_DOC=${STUDY_DOC:-docs/study-smollm2.md}
-[[ $# -gt 0 ]] || set -- model=smollm2-135m method=gap,random_direction,mle corpus=github,pile_cc \
-    corpus.index=0,1,2 trainer.max_epochs=3 eval.limit=16 eval.heldout=true
+[[ $# -gt 0 ]] || set -- model=smollm2-135m method=gap,random_direction corpus=github,pile_cc \
+    corpus.index=0,1 trainer.max_epochs=3 eval.limit=16 eval.heldout=true
 WANDB_MODE=offline "$PY" -m gap.train --multirun "sweep.name=$(basename "$STUDY_DIR")" "hydra.sweep.dir=$STUDY_DIR" "$@"
 "$PY" -m gap.report "$STUDY_DIR" "out=${STUDY_DOC%.md}" "document=$STUDY_DOC"

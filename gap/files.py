@@ -25,9 +25,17 @@ class DiskFull(GapError, OSError):
     """No space (or quota) left while writing a file; what was there before is left whole."""
 
 
-def _disk_full(path: Path, err: OSError) -> DiskFull:
-    return DiskFull(f"no space left on the device (or quota) to write {path}: {err.strerror}; nothing was "
-                    f"replaced (files written before are whole): free space, then run the same command again")
+def _full(err: BaseException) -> bool:
+    """No space or quota left: an OSError's errno, or the same error as a library written in Rust relays it
+    (safetensors: "I/O error: No space left on device (os error 28)")."""
+    if isinstance(err, OSError):
+        return err.errno in FULL
+    return any(f"(os error {code})" in str(err) for code in FULL)
+
+
+def _disk_full(path: Path) -> DiskFull:
+    return DiskFull(f"no space left on the device (or quota) to write {path}; nothing was replaced (files "
+                    f"written before are whole): free space, then run the same command again")
 
 
 def _sync_folder(folder: Path) -> None:
@@ -61,8 +69,8 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in FULL:
-            raise _disk_full(path, err) from None
+        if _full(err):
+            raise _disk_full(path) from None
         raise
 
 
@@ -76,8 +84,8 @@ def replace_folder(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and err.errno in FULL:
-            raise _disk_full(path, err) from None
+        if _full(err):
+            raise _disk_full(path) from None
         raise
     if path.exists():
         os.replace(path, old)

@@ -279,7 +279,19 @@ def test_a_damaged_model_folder_is_refused_before_loading(model_folder, tmp_path
         check_model_config(local_model(folder))
     message = str(err.value)
     assert message.startswith(f"{folder}/{file}" if file else f"{folder}:") and expected in message, message
-    assert message.endswith("copy or download the model again")
+    assert message.endswith("copy or download the model again") and "\n" not in message
+
+
+def test_a_run_on_a_damaged_model_folder_stops_with_one_line_before_loading(model_folder, tmp_path, capsys):
+    folder = shutil.copytree(model_folder, tmp_path / "model")
+    copy_with(folder / "model.safetensors", cut)
+    out = tmp_path / "run"
+    assert run_here(out, "model.random_init=null", f"model.path={folder}") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {folder}/model.safetensors: ") and "bytes where its header describes" in line
+    results = json.loads((out / "results.json").read_text())  # the failure recorded, nothing evaluated
+    assert results["status"] == "failed" and results["error"] == line[len("error: "):]
+    assert results["metrics"] == {} and "history" not in results and not (out / "predictions").exists()
 
 
 def test_a_whole_model_folder_passes_and_loads_as_saved(model_folder, tiny, tmp_path):
@@ -308,8 +320,10 @@ def test_a_gguf_file_that_is_not_whole_is_refused(tmp_path, keep):
     source = embedded_gguf()
     with open(source, "rb") as f:
         (tmp_path / "m.gguf").write_bytes(f.read(keep if keep > 0 else source.stat().st_size + keep))
-    with pytest.raises(ConfigError, match="is unreadable or truncated"):
+    with pytest.raises(ConfigError) as err:
         check_gguf(tmp_path / "m.gguf")
+    message = str(err.value)
+    assert message.startswith(f"GGUF file {tmp_path}/m.gguf is unreadable or truncated (") and "\n" not in message
 
 
 @pytest.mark.parametrize("damage,expected", [(_cut("vocab.json"), "vocab.json: not whole JSON"),

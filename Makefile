@@ -12,7 +12,7 @@ GGUF := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GAP_DATA_DIR ?= $(if $(wildcard ../shared/data/tasks),$(abspath ../shared/data),$(GAP_CACHE_DIR)/data)
 export GAP_DATA_DIR GAP_CACHE_DIR
 
-.PHONY: setup model model-gemma3 tokenizer-opt data run test test-slow lint clean bench bench-harness bench-sweep study
+.PHONY: setup model model-gemma3 tokenizer-opt data run test test-slow test-slurm lint clean bench bench-harness bench-sweep study
 
 setup: $(VENV)/.installed
 
@@ -87,6 +87,14 @@ test: setup model data tokenizer-opt
 
 test-slow: setup model model-gemma3 tokenizer-opt data
 	$(PY) -m pytest -n $(TEST_WORKERS) -m slow $(PYTEST_ARGS)
+
+# a real one-node SLURM cluster on this machine (as root: installs Debian's slurm, munge and MariaDB packages
+# if missing) and a grid through hydra/launcher=submitit_slurm, requeued, time-limited and relaunched
+GAP_SLURM_DIR ?= /tmp/gap-slurm
+test-slurm: setup data
+	GAP_SLURM_DIR=$(GAP_SLURM_DIR) scripts/slurm/cluster.sh start
+	GAP_SLURM_DIR=$(GAP_SLURM_DIR) SLURM_CONF=$(GAP_SLURM_DIR)/slurm.conf $(PY) scripts/slurm/check_grid.py; \
+		rc=$$?; GAP_SLURM_DIR=$(GAP_SLURM_DIR) scripts/slurm/cluster.sh stop; exit $$rc
 
 lint: setup
 	$(PY) -m ruff check gap tests bench

@@ -4,16 +4,25 @@ Keyed by the model entry (path, GGUF file, revision, dtype, max length), the tas
 limit, reply length, the trainer's precision, the accelerator it runs on, a digest of the examples
 evaluated (an edited task file is another setup) and `ENGINE_VERSION`; batch sizes and context sharing are
 left out because they do not change predictions. `eval.overwrite=true` recomputes.
+
+Every job of a grid reads this cache, so it heals rather than fails: an entry that cannot be read, is not a
+whole evaluation of these examples, or was stored under another key, is set aside (`<name>.damaged-<time>`)
+with a one-line warning and recomputed; a cache that cannot be written (a full disk) is warned about and the
+run goes on.
 """
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gap.files import write_atomic
+from gap.files import set_aside, write_atomic
 from gap.memory.plan import on_cuda
+
+log = logging.getLogger("gap")
 
 ENGINE_VERSION = 5  # bump when a change to formatting or scoring changes any prediction
 
@@ -52,20 +61,55 @@ def _path(cfg: DictConfig, key: dict) -> Path:
     return Path(cfg.paths.baseline_dir) / f"{cfg.model.name}-{digest}.json"
 
 
+def whole_evaluation(evaluation, examples: dict[str, list]) -> bool:
+    """Whether a stored evaluation is the unchanged model's on exactly these examples: numeric metrics, and
+    each task's predictions for its examples, in order."""
+    if not isinstance(evaluation, dict) or evaluation.get("epoch", 0) is not None:
+        return False
+    metrics, predictions = evaluation.get("metrics"), evaluation.get("predictions")
+    if not (isinstance(metrics, dict) and metrics and all(isinstance(v, (int, float)) for v in metrics.values())):
+        return False
+    if not (isinstance(predictions, dict) and predictions.keys() == examples.keys()):
+        return False
+    return all(isinstance(records, list) and all(isinstance(r, dict) for r in records)
+               and [r.get("index") for r in records] == [e.index for e in examples[task]]
+               for task, records in predictions.items())
+
+
 def load_baseline(cfg: DictConfig, examples: dict[str, list]) -> dict | None:
-    """The cached baseline evaluation for this setup, or None (also when `eval.overwrite`)."""
+    """The cached baseline evaluation for this setup, or None (also when `eval.overwrite`, and when the entry
+    is damaged: it is then set aside, see the module's note)."""
     key = baseline_key(cfg, examples)
     path = _path(cfg, key)
     if cfg.eval.overwrite or not path.is_file():
         return None
-    stored = json.loads(path.read_text())
-    if stored.get("key") != json.loads(json.dumps(key)):
-        return None  # a hash collision or a hand-edited file: recompute
+    with open(path, encoding="utf-8") as f:
+        read = os.fstat(f.fileno())  # which copy was read, should another job replace it meanwhile
+        try:
+            stored = json.load(f)
+        except (OSError, ValueError) as err:  # cut short, not UTF-8, not JSON
+            return _damaged(path, read, f"cannot be read ({type(err).__name__}: {err})")
+    if not isinstance(stored, dict) or stored.get("key") != json.loads(json.dumps(key)):
+        return _damaged(path, read, "was stored under another key (a hash collision or a hand-edited file)")
+    if not whole_evaluation(stored.get("evaluation"), examples):
+        return _damaged(path, read, "is not a whole evaluation of these examples")
     return {**stored["evaluation"], "cached": str(path)}
 
 
-def store_baseline(cfg: DictConfig, examples: dict[str, list], evaluation: dict) -> Path:
+def _damaged(path: Path, read: os.stat_result, why: str) -> None:
+    aside = set_aside(path, read)
+    log.warning("baseline cache %s %s: recomputing it%s", path, why,
+                f" (the file is kept as {aside.name})" if aside else "")
+    return None
+
+
+def store_baseline(cfg: DictConfig, examples: dict[str, list], evaluation: dict) -> Path | None:
+    """Write the evaluation into the cache; None when it cannot be written (warned: the run goes on)."""
     key = baseline_key(cfg, examples)
     path = _path(cfg, key)
-    write_atomic(path, json.dumps({"key": key, "evaluation": evaluation}) + "\n")
+    try:
+        write_atomic(path, json.dumps({"key": key, "evaluation": evaluation}) + "\n")
+    except OSError as err:
+        log.warning("baseline cache %s not written (%s); the run goes on without it", path, err)
+        return None
     return path

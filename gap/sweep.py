@@ -19,16 +19,19 @@ def in_multirun() -> bool:
 
 
 def finished_results(out_dir: Path) -> dict | None:
-    """The results of a job that already finished ok in this directory, else None."""
+    """The results of a job that already finished ok in this directory, else None (also when its
+    `results.json` is damaged: cut short, not a results document; the job then runs again)."""
     results = read_results(Path(out_dir) / "results.json")
-    return results if results and results.get("status") == "ok" else None
+    whole = results and isinstance(results.get("config"), dict) and isinstance(results.get("metrics"), dict)
+    return results if whole and results.get("status") == "ok" else None
 
 
 def summarize(sweep_dir: Path) -> dict:
-    """Every job's status, path, error and selected metrics, from the `results.json` files of a sweep."""
+    """Every job's status, path, error and selected metrics, from the `results.json` files of a sweep (a file
+    that cannot be read: status `unreadable`)."""
     jobs = []
     for path in sorted(Path(sweep_dir).rglob("results.json")):
-        results = read_results(path) or {"status": "unreadable"}
+        results = read_results(path) or {"status": "unreadable", "error": "results.json cannot be read"}
         overrides = path.parent / ".hydra" / "overrides.yaml"
         jobs.append({"path": str(path.parent.relative_to(sweep_dir)), "status": results.get("status"),
                      "error": results.get("error"),

@@ -4,6 +4,7 @@
 """
 import logging
 import time
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,7 @@ from gap.data.evaluation import EvalDataModule, load_eval_examples
 from gap.data.random_tokens import random_token_samples
 from gap.data.tasks import TASKS, check_task_names
 from gap.errors import ConfigError, DataError, GapError
+from gap.files import one_writer, replace_folder
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
 from gap.memory.check import check_memory, size_eval_batches
 from gap.memory.plan import gpu_run, parameters_sharded, plan_of, strategy_of
@@ -146,11 +148,15 @@ def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label
 
 
 def save_checkpoint(model, tokenizer, path: Path) -> None:
-    """A standard Hugging Face checkpoint (also for a model loaded from GGUF: see `gap.modules.loading`)."""
+    """A standard Hugging Face checkpoint (also for a model loaded from GGUF: see `gap.modules.loading`),
+    put in place whole (`replace_folder`: a kill or a full disk leaves the one before)."""
     if rank_zero_only.rank != 0:
         return
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+
+    def write(folder):
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    replace_folder(path, write)
 
 
 def heldout_data(cfg: DictConfig, examples: dict, tokenizer) -> dict[str, EvalDataModule]:
@@ -189,9 +195,17 @@ def resolved(cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its `results.json` document (also written to `paths.output_dir`). Whatever
-    ends the job, `results.json` says how (failed, preempted, diverged) with the evaluations so far."""
-    started = time.perf_counter()
+    ends the job, `results.json` says how (failed, preempted, diverged) with the evaluations so far.
+    One process writes a run folder at a time (`one_writer`): a sweep's job waits for another writer of its
+    folder (and then finds it done), a single run stops with an error."""
     out_dir = Path(cfg.paths.output_dir)
+    with one_writer(out_dir, wait=in_multirun()) if rank_zero_only.rank == 0 else nullcontext():
+        return run_job(cfg, out_dir)
+
+
+def run_job(cfg: DictConfig, out_dir: Path) -> dict:
+    """`train`'s job, its folder held: skipped when done (a sweep), else run and recorded however it ends."""
+    started = time.perf_counter()
     if in_multirun() and cfg.get("sweep", {}).get("skip_done") and (done := finished_results(out_dir)):
         print(f"skipped: {out_dir} finished ok before (sweep.skip_done=false runs it again)")
         return done
@@ -245,13 +259,14 @@ def train(cfg: DictConfig) -> dict:
         status = results["status"]
         summarize_run(loggers, results, module.evaluations, examples, cfg.tracking, out_dir)
     except BaseException as err:
-        evaluations = module.evaluations if module is not None else []
-        if is_preemption(err):
-            status = "preempted"
-            writer.write("preempted", evaluations, error="SIGTERM: stopped before the end")
-        else:
-            error = str(err) if isinstance(err, GapError) else f"{type(err).__name__}: {err}"
-            writer.write("failed", evaluations, error=error)
+        if status == "failed":  # the final results are not on disk yet (else a late signal changes nothing)
+            evaluations = module.evaluations if module is not None else []
+            if is_preemption(err):
+                status, error = "preempted", "SIGTERM: stopped before the end"
+            else:
+                error = str(err) if isinstance(err, GapError) else f"{type(err).__name__}: {err}"
+            with suppress(OSError):  # a full disk: the error that ended the job is the one to report
+                writer.write(status, evaluations, error=error)
         raise
     finally:
         finish_loggers(loggers, status, out_dir)

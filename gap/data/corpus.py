@@ -1,5 +1,6 @@
 """The text the ascent step trains on: one (or a few) samples of a corpus file, batch size 1."""
 import csv
+import io
 from pathlib import Path
 
 import lightning as L
@@ -7,31 +8,59 @@ import torch
 from torch.utils.data import DataLoader
 
 from gap.data.encoding import cut_left, special_affixes
-from gap.data.jsonl import read_jsonl
+from gap.data.jsonl import iter_jsonl, read_text
 from gap.data.random_tokens import RandomTokens
 from gap.errors import ConfigError, DataError
 
 
+def _jsonl_rows(path: Path, text_field: str):
+    return iter_jsonl(path)
+
+
+def _csv_rows(path: Path, text_field: str):
+    """(line, row) of a CSV file with a header; a quote left open (a file cut short) or another malformed row
+    raises `DataError` naming the line. A field as long as the file is allowed (the csv module's default
+    limit is 128 kB)."""
+    text = read_text(path, "corpus file")
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    reader, start = csv.DictReader(io.StringIO(text, newline=""), strict=True), 1
+    try:
+        if reader.fieldnames is not None and text_field not in reader.fieldnames:
+            raise DataError(f"{path}:1: no column {text_field!r} (columns: {', '.join(reader.fieldnames)}); "
+                            f"corpus.text_field names the text's column")
+        while (row := next(reader, None)) is not None:
+            yield start + 1, row  # the line the row starts on (a quoted field may span lines)
+            start = reader.line_num
+    except csv.Error as err:
+        raise DataError(f"{path}:{start + 1}: malformed CSV ({err})") from None
+
+
+def _text_rows(path: Path, text_field: str):
+    for number, line in enumerate(read_text(path, "corpus file").split("\n"), start=1):
+        if line.strip():
+            yield number, {text_field: line.rstrip("\r")}
+
+
+READERS = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".txt": _text_rows}
+
+
 def read_corpus(path: Path, text_field: str = "text") -> list[str]:
-    """Samples of a corpus file: JSONL or CSV (`text_field` of each row) or text (one sample per line)."""
+    """Samples of a corpus file: JSONL or CSV (`text_field` of each row) or text (one sample per line). Checked
+    as read: a file that is not UTF-8, a malformed or cut line, a row without the text, or a file with no
+    sample raise `DataError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"corpus file not found: {path}")
-    if path.suffix == ".jsonl":
-        rows = read_jsonl(path)
-    elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif path.suffix == ".txt":
-        rows = [{text_field: line.rstrip("\n")} for line in open(path, encoding="utf-8") if line.strip()]
-    else:
-        raise DataError(f"corpus file {path} has suffix {path.suffix!r}; valid: .jsonl, .csv, .txt")
-    for number, row in enumerate(rows):
+    if path.suffix not in READERS:
+        raise DataError(f"corpus file {path} has suffix {path.suffix!r}; valid: {', '.join(READERS)}")
+    texts = []
+    for line, row in READERS[path.suffix](path, text_field):
         if not isinstance(row.get(text_field), str):
-            raise DataError(f"{path}: sample {number} has no text field {text_field!r}")
-    if not rows:
-        raise DataError(f"corpus file {path} holds no samples")
-    return [row[text_field] for row in rows]
+            raise DataError(f"{path}:{line}: no text in field {text_field!r} (corpus.text_field names it)")
+        texts.append(row[text_field])
+    if not any(text.strip() for text in texts):
+        raise DataError(f"corpus file {path} holds no samples" + (" (every text is blank)" if texts else ""))
+    return texts
 
 
 def select_samples(texts: list[str], index: int, num_samples: int, name: str) -> list[str]:

@@ -142,7 +142,9 @@ def task_file(data_dir: Path, task: str, split: str) -> Path:
 
 def format_rows(path: Path, task: str, fields: tuple[str, ...], make: Callable[[dict, int], object]):
     """`make(row, index)` for each row of a task file, skipping rows it returns None for; a row missing
-    a field in `fields` or that `make` cannot format raises `DataError` naming `file:line`."""
+    a field in `fields` or that `make` cannot format raises `DataError` naming `file:line`, and so does a file
+    with no usable row (empty, or every row dropped), once read to its end."""
+    kept, index = 0, -1
     for index, (line, row) in enumerate(iter_jsonl(path)):
         missing = [f for f in fields if row.get(f) is None]
         if missing:
@@ -152,7 +154,11 @@ def format_rows(path: Path, task: str, fields: tuple[str, ...], make: Callable[[
         except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
             raise DataError(f"{path}:{line}: a {task} row that cannot be formatted ({type(err).__name__}: {err})")
         if item is not None:
+            kept += 1
             yield item
+    if not kept:
+        why = f"all {index + 1} rows dropped by the task's filters" if index >= 0 else "the file holds no rows"
+        raise DataError(f"{path}: no usable {task} row ({why})")
 
 
 def load_examples(data_dir: Path, task: str, split: str, limit: int | None, start: int = 0) -> list[Example]:

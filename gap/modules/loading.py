@@ -5,6 +5,7 @@ so a model dequantised from GGUF trains and saves as an ordinary Hugging Face ch
 """
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gap.data.fetch import hub_endpoint, reachable
-from gap.errors import ConfigError, ModelLoadError
+from gap.errors import ConfigError, DataError, ModelLoadError
 from gap.memory.arch import check_gguf
 from gap.modules.random_init import byte_tokenizer, random_init_config
 from gap.schema import DTYPE_NAMES
@@ -21,14 +22,101 @@ DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def check_model_config(model_cfg) -> None:
-    """Refuse a model entry that cannot load, before anything is read from disk or the network."""
+    """Refuse a model entry that cannot load, before anything is read from disk or the network: a GGUF file
+    or a local model folder that is not whole (`check_model_folder`), a tokenizer folder without its files."""
     if model_cfg.get("random_init") is None and not model_cfg.get("path"):
         raise ConfigError(f"model {model_cfg.name!r} names no model.path (a hub id or a local directory)")
     if model_cfg.get("gguf_file"):
         check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)
-    if model_cfg.get("tokenizer") is not None and not Path(model_cfg.tokenizer.path).is_dir():
-        raise ConfigError(f"tokenizer folder not found: {model_cfg.tokenizer.path} (for the OPT-style "
-                          f"tokenizer run `make tokenizer-opt`)")
+    elif model_cfg.get("random_init") is None and Path(model_cfg.path).is_dir():
+        check_model_folder(Path(model_cfg.path), tokenizer=model_cfg.get("tokenizer") is None)
+    if model_cfg.get("tokenizer") is not None:
+        if not Path(model_cfg.tokenizer.path).is_dir():
+            raise ConfigError(f"tokenizer folder not found: {model_cfg.tokenizer.path} (for the OPT-style "
+                              f"tokenizer run `make tokenizer-opt`)")
+        check_tokenizer_folder(Path(model_cfg.tokenizer.path))
+
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json")
+AGAIN = "the download or copy is incomplete or damaged: copy or download the model again"
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; {AGAIN}") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not whole JSON ({type(err).__name__}: {err}); {AGAIN}") from None
+    if not isinstance(document, dict):
+        raise DataError(f"{path}: expected a JSON object; {AGAIN}")
+    return document
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header must parse and its tensors end where the file ends (a file cut short does not)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        try:
+            if not 0 < length <= size - 8:
+                raise ValueError(f"a header of {length} bytes")
+            header = json.loads(f.read(length))
+            end = 8 + length + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            raise DataError(f"{path}: not a safetensors file ({err}); {AGAIN}") from None
+    if end != size:
+        raise DataError(f"{path}: {size} bytes where its header describes {end}; {AGAIN}")
+
+
+def _check_weights(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {AGAIN}")
+    if path.suffix == ".safetensors":
+        _check_safetensors(path)
+        return
+    with open(path, "rb") as f:
+        zipped = f.read(2) == b"PK"  # torch's format since 1.6, whose directory is at the end of the file
+    if zipped:
+        try:
+            zipfile.ZipFile(path).close()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(f"{path}: not a whole PyTorch file ({err}); {AGAIN}") from None
+
+
+def check_model_folder(folder: Path, tokenizer: bool) -> None:
+    """Refuse a local model folder (`save_pretrained`'s layout) whose files cannot make a model, naming the
+    file: config.json missing or not whole JSON; no weights, a weights file cut short (a safetensors file
+    whose tensors end past its end, a torch file whose zip directory is gone) or a shard its index lists
+    missing; with `tokenizer`, the tokenizer's files (`check_tokenizer_folder`). Reads headers only."""
+    _json_file(folder / "config.json")
+    weights = [folder / name for name in WEIGHTS if (folder / name).is_file()]
+    if not weights:
+        raise DataError(f"{folder}: no model weights ({', '.join(WEIGHTS)}); {AGAIN}")
+    for path in weights:
+        if path.name.endswith(".index.json"):
+            shards = set(_json_file(path).get("weight_map", {}).values())
+            for shard in sorted(shards):
+                _check_weights(folder / shard)
+        else:
+            _check_weights(path)
+    if tokenizer:
+        check_tokenizer_folder(folder)
+
+
+def check_tokenizer_folder(folder: Path) -> None:
+    """A tokenizer file must be there (tokenizer.json, a vocabulary, a sentencepiece model; GPT-2-style
+    vocab.json with its merges.txt), and its JSON files whole."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); {AGAIN}")
+    if (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file() \
+            and not (folder / "merges.txt").is_file():
+        raise DataError(f"{folder / 'merges.txt'}: missing (a BPE vocab.json needs it); {AGAIN}")
+    for name in TOKENIZER_JSON:
+        if (folder / name).is_file():
+            _json_file(folder / name)
 
 
 def _from_pretrained(cls, model_cfg, **kwargs):

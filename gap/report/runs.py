@@ -1,12 +1,14 @@
 """What a report reads: runs (one selected average per category) and the unchanged models' baselines,
 from a sweep directory or a folder of the paper's `full_results` CSVs."""
 import csv
+import io
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, mode
 
+from gap.data.jsonl import read_text
 from gap.data.tasks import CATEGORIES
 from gap.errors import DataError
 from gap.files import read_results
@@ -114,27 +116,47 @@ def category_metrics(metrics: dict, category: str) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("avg/") and k.endswith(suffixes)}
 
 
+def _job_runs(results: dict) -> tuple[list[Run], list[tuple[tuple, Baseline]]]:
+    """A finished job's runs (one per category) and its baseline records."""
+    config = results.get("config", {})
+    model, corpus = config["model"]["name"], config["corpus"]["name"]
+    method_cfg = config.get("method") or {}
+    method = method_label(method_cfg.get("name"), (method_cfg.get("lora") or {}).get("enabled", False))
+    selected, history = selected_metrics(results), results["history"]
+    runs, baselines = [], []
+    for category, best in results["best"].items():
+        key = CATEGORIES[category].average
+        runs.append(Run(model, corpus, category, float(best[key]), category_metrics(selected[category], category),
+                        best["epoch"], method, config["corpus"].get("index"), history[0]["metrics"].get(key),
+                        history[-1]["metrics"].get(key), *_heldout(results, category)))
+        if base := results.get("baseline"):
+            baselines.append(((model, corpus, category), Baseline(float(base[key]), category_metrics(base, category))))
+    return runs, baselines
+
+
 def load_sweep(path: Path) -> Results:
-    """Every job's `results.json` under a sweep directory (a single job directory works too)."""
-    out, status = Results(), Counter()
+    """Every job's `results.json` under a sweep directory (a single job directory works too). A file that cannot
+    be read, or says ok but lacks what a report needs, is skipped and listed in the notes."""
+    out, status, damaged = Results(), Counter(), []
     for file in sorted(path.rglob("results.json")):
-        results = read_results(file) or {"status": "unreadable"}
-        status[results.get("status", "unknown")] += 1
-        if results.get("status") != "ok" or not results.get("best"):
+        results = read_results(file)
+        if results is None:
+            status["unreadable"] += 1
+            damaged.append(f"{file} (cannot be read)")
             continue
-        config = results.get("config", {})
-        model, corpus = config["model"]["name"], config["corpus"]["name"]
-        method_cfg = config.get("method") or {}
-        method = method_label(method_cfg.get("name"), (method_cfg.get("lora") or {}).get("enabled", False))
-        selected, history = selected_metrics(results), results["history"]
-        for category, best in results["best"].items():
-            key = CATEGORIES[category].average
-            out.runs.append(Run(model, corpus, category, best[key], category_metrics(selected[category], category),
-                                best["epoch"], method, config["corpus"].get("index"), history[0]["metrics"].get(key),
-                                history[-1]["metrics"].get(key), *_heldout(results, category)))
-            if results.get("baseline"):
-                out.baselines[(model, corpus, category)].append(
-                    Baseline(results["baseline"][key], category_metrics(results["baseline"], category)))
+        if results.get("status") != "ok" or not results.get("best"):
+            status[str(results.get("status", "unknown"))] += 1
+            continue
+        try:
+            runs, baselines = _job_runs(results)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            status["malformed"] += 1
+            damaged.append(f"{file} ({type(err).__name__}: {err})")
+            continue
+        status["ok"] += 1
+        out.runs += runs
+        for key, baseline in baselines:
+            out.baselines[key].append(baseline)
     if not status:
         raise DataError(f"{path}: no results.json below it; expected a sweep directory "
                         f"(outputs/train/multiruns/<name>/) or a folder of the paper's CSVs")
@@ -142,6 +164,8 @@ def load_sweep(path: Path) -> Results:
     if bad:
         out.notes.append(f"{path}: left out {sum(bad.values())} of {sum(status.values())} jobs that are not ok ("
                          + ", ".join(f"{s}: {n}" for s, n in sorted(bad.items())) + ")")
+    if damaged:
+        out.notes.append("results files skipped as damaged: " + "; ".join(damaged))
     if not out.runs:
         raise DataError(f"{path}: no finished runs ({', '.join(f'{s}: {n}' for s, n in sorted(status.items()))})")
     return out
@@ -168,21 +192,20 @@ def load_paper_csvs(path: Path) -> Results:
         file = next((path / n for n in names if (path / n).is_file()), None)
         if file is None:
             continue
-        with open(file, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not PAPER_COLUMNS <= set(reader.fieldnames or ()):
-                raise DataError(f"{file}: expected the columns {', '.join(sorted(PAPER_COLUMNS))} and one per task")
-            tasks = [c for c in reader.fieldnames if c not in PAPER_COLUMNS]
-            for line, row in enumerate(reader, start=2):
-                try:
-                    values = {_paper_task(t): float(row[t]) for t in tasks}
-                    run = Run(row["model"], row["corpora"], category, float(row["average"]), values,
-                              int(row["epoch"]))
-                except (TypeError, ValueError) as err:
-                    raise DataError(f"{file}:{line}: {err}") from None
-                out.runs.append(run)
-                if run.epoch == 0:
-                    out.baselines[(run.model, run.corpus, category)].append(Baseline(run.average, values))
+        reader = csv.DictReader(io.StringIO(read_text(file), newline=""))
+        if not PAPER_COLUMNS <= set(reader.fieldnames or ()):
+            raise DataError(f"{file}: expected the columns {', '.join(sorted(PAPER_COLUMNS))} and one per task")
+        tasks = [c for c in reader.fieldnames if c not in PAPER_COLUMNS]
+        for line, row in enumerate(reader, start=2):
+            try:
+                values = {_paper_task(t): float(row[t]) for t in tasks}
+                run = Run(row["model"], row["corpora"], category, float(row["average"]), values,
+                          int(row["epoch"]))
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{file}:{line}: {err}") from None
+            out.runs.append(run)
+            if run.epoch == 0:
+                out.baselines[(run.model, run.corpus, category)].append(Baseline(run.average, values))
     if not out.runs:
         raise DataError(f"{path}: no runs in its CSVs")
     without = sorted({(r.category, r.model, r.corpus) for r in out.runs}

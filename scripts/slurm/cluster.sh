@@ -79,10 +79,11 @@ EOF
 }
 
 start_munge() {
-    pgrep -x munged >/dev/null && return  # one munged per machine, whoever started it
+    pgrep -x munged >/dev/null && return  # one munged per machine: one started by others is left to them
     mkdir -p /run/munge && chown munge:munge /run/munge
     runuser -u munge -- /usr/sbin/munged
     wait_for 10 munged sh -c 'munge -n | unmunge'
+    cp /run/munge/munged.pid "$DIR/munged.pid"  # started here: `stop` ends it
 }
 
 start_database() {
@@ -113,7 +114,7 @@ start() {
 
 stop() {
     [[ -f $SLURM_CONF ]] && scancel --full --quiet --user=root 2>/dev/null || true
-    for daemon in slurmd slurmctld slurmdbd; do
+    for daemon in slurmd slurmctld slurmdbd munged; do
         alive "$DIR/$daemon.pid" && kill "$(cat "$DIR/$daemon.pid")"
     done
     alive "$DIR/mysql.pid" && kill "$(cat "$DIR/mysql.pid")"

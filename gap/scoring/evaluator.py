@@ -8,6 +8,7 @@ import numpy as np
 from gap.data.tasks import TASKS
 from gap.ordering import in_input_order
 from gap.scoring.generation import generate_from
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, fits
 from gap.scoring.metrics import unigram_f1
 from gap.scoring.prefill import prefill
@@ -24,6 +25,7 @@ class Scoring:
     max_batch_tokens: int | None = None  # most padded tokens in one pass of requests scored one by one
 
 
+@with_onednn_linears
 def score_batch(model, tokenizer, task: str, items: list, scoring: Scoring) -> list[dict]:
     """Per-example records of one batch of a task's items (`gap.data.evaluation.EvalItem`)."""
     if TASKS[task].scored:

@@ -11,6 +11,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from gap.scoring.attention import attention_of, model_masks
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.prefill import Prefill, prefill
 
 # (before, after(inputs)) pairs called around each replayed step: a replay does not run the model's
@@ -168,6 +169,7 @@ class _Static:
         return self.logits, graph
 
 
+@with_onednn_linears
 @torch.no_grad()
 def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str],
                   static: bool | None = None) -> list[str]:

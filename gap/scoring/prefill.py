@@ -7,6 +7,7 @@ from transformers import DynamicCache
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.packing import Segment, first_fit, packed_forward, packed_rows
 
 
@@ -19,6 +20,7 @@ class Prefill:
     target_logprobs: list[list[float]]  # per row, the log-probability of each teacher-forced target token
 
 
+@with_onednn_linears
 @torch.no_grad()
 def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[int]] | None = None,
             max_tokens: int | None = None, fill: float | None = FILL, logits_budget: int = LOGITS_BUDGET) -> Prefill:

@@ -1,0 +1,82 @@
+"""fp32 linear layers through oneDNN during evaluation, on CPUs where PyTorch's default BLAS runs slow kernels.
+
+PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
+not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matmul rate. oneDNN, also
+built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
+on the CPU computes with oneDNN from a copy of its weight packed once in oneDNN's blocked layout (packed
+again only when the weight changes, as after a GAP step), so that a decoding step's products of a few
+rows run at the rate of large ones. The sums are the same products in another order: scores agree with
+MKL's to float rounding. Autograd, autocast and other dtypes keep `F.linear`.
+"""
+import functools
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); any count computes
+
+
+@functools.cache
+def onednn_pays() -> bool:
+    """Whether this CPU computes fp32 products faster in oneDNN than in MKL: one that is not Intel's
+    (MKL runs its AVX2 kernels there), with oneDNN's linear operator in this PyTorch build."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep PyTorch's default
+        return False
+    return ("GenuineIntel" not in cpuinfo and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _packed(linear: nn.Linear) -> torch.Tensor:
+    """The layer's weight in oneDNN's layout, packed again whenever the weight was changed in place."""
+    weight = linear.weight
+    key = (weight.data_ptr(), weight._version)
+    if getattr(linear, "_onednn_key", None) != key:
+        linear._onednn_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS)
+        linear._onednn_key = key
+    return linear._onednn_weight
+
+
+def _forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and (
+            x.requires_grad or linear.weight.requires_grad)):
+        return nn.functional.linear(x, linear.weight, linear.bias)
+    return torch.ops.mkldnn._linear_pointwise(x, _packed(linear), linear.bias, "none", [], "")
+
+
+def _served(module: nn.Module) -> bool:
+    """An fp32 `nn.Linear` whose weight is an ordinary CPU tensor (not sharded, not quantised)."""
+    return (type(module) is nn.Linear and type(module.weight.data) is torch.Tensor
+            and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32)
+
+
+@contextmanager
+def onednn_linears(model):
+    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays
+    (`onednn_pays`); nested blocks are free. Outside, the model is as it was (its packed weights are
+    kept for the next block, so a layer packs once per change of its weight)."""
+    if getattr(model, "_onednn_active", False) or not onednn_pays():
+        yield
+        return
+    linears = [m for m in model.modules() if _served(m)]
+    for linear in linears:
+        linear.forward = functools.partial(_forward, linear)
+    model._onednn_active = True
+    try:
+        yield
+    finally:
+        model._onednn_active = False
+        for linear in linears:
+            del linear.forward
+
+
+def with_onednn_linears(function):
+    """`function(model, ...)` run within `onednn_linears(model)`."""
+    @functools.wraps(function)
+    def wrapped(model, *args, **kwargs):
+        with onednn_linears(model):
+            return function(model, *args, **kwargs)
+    return wrapped

@@ -284,16 +284,18 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
 def engine_at(commit: str, out: Path) -> dict:
     """This benchmark, with the overrides it was given, run on the engine of `commit`: checked out into a
     temporary git worktree whose `gap` package comes first on the path (this file measures it, so both
-    engines are counted alike); without the yardstick. Its report."""
+    engines are counted alike); without the yardstick, and in the process settings that engine had (this
+    `gap` sets THP_MEM_ALLOC_ENABLE for itself). Its report."""
     overrides = [o for o in HydraConfig.get().overrides.task
                  if o.lstrip("+").split("=")[0] not in ("against", "bench_out", "yardstick", "hydra.run.dir")]
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "engine"
         git = ["git", "-C", str(ROOT), "worktree"]
         subprocess.run([*git, "add", "--quiet", "--detach", str(tree), commit], check=True)
         try:
             subprocess.run([sys.executable, __file__, *overrides, f"++bench_out={out}", "++yardstick=false",
-                            f"hydra.run.dir={tmp}/run"], env={**os.environ, "PYTHONPATH": str(tree)}, cwd=ROOT,
+                            f"hydra.run.dir={tmp}/run"], env={**environ, "PYTHONPATH": str(tree)}, cwd=ROOT,
                            check=True)
         finally:
             subprocess.run([*git, "remove", "--force", str(tree)], check=True)

@@ -73,7 +73,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     whole = [fits(it.context, it.continuations, scoring.max_length) for it in items]
     state = prefill(model, [it.context for it in items], pad_id,
                     targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)],
-                    max_tokens=scoring.max_batch_tokens)
+                    max_tokens=scoring.max_batch_tokens, room=scoring.max_new_tokens)
     fitted = [i for i, fit in enumerate(whole) if fit]
     long = [i for i, fit in enumerate(whole) if not fit]
     pairs = [(items[i].context, items[i].continuations[0]) for i in long]

@@ -1,5 +1,6 @@
 """fp32 linear layers through oneDNN during evaluation (`gap.scoring.linear`): the same logits as PyTorch's
-default, weights packed again after they change, autograd untouched."""
+default (the gated MLP's activation and product fused into its products), weights packed again after they
+change, autograd untouched. `tests/test_families.py` checks every family's scores and replies through it."""
 import pytest
 import torch
 
@@ -29,6 +30,7 @@ def test_linears_give_the_default_logits_and_follow_weight_changes(fresh_tiny_mo
             got = logits(model, ids)
     calls = {e.key: e.count for e in profile.key_averages()}
     assert calls.get("mkldnn::_linear_pointwise") == len(layers) and "aten::linear" not in calls
+    assert "aten::silu" not in calls  # the MLP's activation fused into its gate product
     assert all("forward" not in vars(m) for m in layers)  # restored
     assert (got - want).abs().max() < 1e-5
     with torch.no_grad():  # an ascent step changes the weights in place: packed again

@@ -5,8 +5,10 @@ not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matm
 built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
 on the CPU computes with oneDNN from a copy of its weight packed once in oneDNN's blocked layout (packed
 again only when the weight changes, as after a GAP step), so that a decoding step's products of a few
-rows run at the rate of large ones. The sums are the same products in another order: scores agree with
-MKL's to float rounding. Autograd, autocast and other dtypes keep `F.linear`.
+rows run at the rate of large ones. A gated MLP (Llama's, Mistral's, Qwen2's, Gemma 2/3's:
+`down(act(gate(x)) * up(x))`) also computes its activation and product inside oneDNN's products (post-ops)
+instead of two more passes over its widest activations. The sums are the same products in another order:
+scores agree with MKL's to float rounding. Autograd, autocast and other dtypes keep `F.linear`.
 """
 import functools
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ import torch
 from torch import nn
 
 PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); any count computes
+GATED_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Gemma2MLP", "Gemma3MLP"}  # down(act(gate(x)) * up(x))
+POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
 
 
 @functools.cache
@@ -40,17 +44,38 @@ def _packed(linear: nn.Linear) -> torch.Tensor:
     return linear._onednn_weight
 
 
+def _default(linear: nn.Linear, x: torch.Tensor) -> bool:
+    """Whether this product keeps PyTorch's default: not fp32, under autocast, or recorded for autograd."""
+    return x.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and (
+        x.requires_grad or linear.weight.requires_grad))
+
+
 def _forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if x.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and (
-            x.requires_grad or linear.weight.requires_grad)):
+    if _default(linear, x):
         return nn.functional.linear(x, linear.weight, linear.bias)
     return torch.ops.mkldnn._linear_pointwise(x, _packed(linear), linear.bias, "none", [], "")
+
+
+def _gated_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`down(act(gate(x)) * up(x))` with the activation and the product as post-ops of oneDNN's products."""
+    gate, up = mlp.gate_proj, mlp.up_proj
+    if _default(gate, x) or _default(up, x):
+        return type(mlp).forward(mlp, x)
+    attr, algorithm = POST_OPS[type(mlp.act_fn).__name__]
+    activated = torch.ops.mkldnn._linear_pointwise(x, _packed(gate), gate.bias, attr, [], algorithm)
+    return mlp.down_proj(torch.ops.mkldnn._linear_pointwise.binary(x, activated, _packed(up), up.bias, "mul"))
 
 
 def _served(module: nn.Module) -> bool:
     """An fp32 `nn.Linear` whose weight is an ordinary CPU tensor (not sharded, not quantised)."""
     return (type(module) is nn.Linear and type(module.weight.data) is torch.Tensor
             and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32)
+
+
+def _gated(module: nn.Module) -> bool:
+    """A gated MLP whose products are all served and whose activation oneDNN computes."""
+    return (type(module).__name__ in GATED_MLPS and type(module.act_fn).__name__ in POST_OPS
+            and all(_served(getattr(module, name)) for name in ("gate_proj", "up_proj", "down_proj")))
 
 
 @contextmanager
@@ -61,16 +86,17 @@ def onednn_linears(model):
     if getattr(model, "_onednn_active", False) or not onednn_pays():
         yield
         return
-    linears = [m for m in model.modules() if _served(m)]
-    for linear in linears:
-        linear.forward = functools.partial(_forward, linear)
+    patched = [(m, _forward) for m in model.modules() if _served(m)] + \
+        [(m, _gated_forward) for m in model.modules() if _gated(m)]
+    for module, forward in patched:
+        module.forward = functools.partial(forward, module)
     model._onednn_active = True
     try:
         yield
     finally:
         model._onednn_active = False
-        for linear in linears:
-            del linear.forward
+        for module, _ in patched:
+            del module.forward
 
 
 def with_onednn_linears(function):

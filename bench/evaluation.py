@@ -17,6 +17,7 @@ phase comes to that bound. The yardstick that holds on any machine: the same dia
 `model.generate` (greedy, left-padded batches of 32, `stop_strings`), timed in the same run, its replies
 compared with the engine's.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -39,6 +40,12 @@ from gap.scoring.evaluator import evaluate
 from gap.scoring.generation import REPLAY_HOOKS, cut_at_stops
 from gap.scoring.metrics import evaluation_metrics
 from gap.train import check_config, make_evaldata, read_inputs, scoring_of
+
+try:  # one evaluation's engine state, as GAPModule holds it over its batches
+    from gap.scoring.linear import onednn_linears
+except ImportError:  # an engine from before it (`+against`)
+    def onednn_linears(model):
+        return contextlib.nullcontext()
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("scoring", "generation")
@@ -347,7 +354,8 @@ def main(cfg: DictConfig) -> None:
     rates = matmul_rates(device, dtype)
     data = make_evaldata(cfg, examples, tokenizer)
     batches = data.item_batches()
-    rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
+    with onednn_linears(model):
+        rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
     rates = {k: max(v, rate) for (k, v), rate in zip(rates.items(), matmul_rates(device, dtype).values())}
     peak = max(rates.values())  # measured before and after the tasks
     bandwidth = read_rate(device)

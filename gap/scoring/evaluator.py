@@ -86,6 +86,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
             for it, lls, reply in zip(items, token_lls, replies)]
 
 
+@with_onednn_linears
 def evaluate(model, tokenizer, batches: dict[str, list[list]], scoring: Scoring) -> dict[str, list[dict]]:
     """Every task's records in example order, from its batches of items: the evaluation without a
     Trainer (the benchmarks; a single process)."""

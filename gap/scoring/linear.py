@@ -3,12 +3,12 @@
 PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
 not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matmul rate. oneDNN, also
 built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
-on the CPU computes with oneDNN from a copy of its weight packed once in oneDNN's blocked layout (packed
-again only when the weight changes, as after a GAP step), so that a decoding step's products of a few
-rows run at the rate of large ones. A gated MLP (Llama's, Mistral's, Qwen2's, Gemma 2/3's:
-`down(act(gate(x)) * up(x))`) also computes its activation and product inside oneDNN's products (post-ops)
-instead of two more passes over its widest activations. The sums are the same products in another order:
-scores agree with MKL's to float rounding. Autograd, autocast and other dtypes keep `F.linear`.
+on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
+use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
+gated MLP (Llama's, Mistral's, Qwen2's, Gemma 2/3's: `down(act(gate(x)) * up(x))`) also computes its
+activation and product inside oneDNN's products (post-ops) instead of two more passes over its widest
+activations. The sums are the same products in another order: scores agree with MKL's to float rounding.
+Autograd, autocast and other dtypes keep `F.linear`.
 """
 import functools
 from contextlib import contextmanager
@@ -34,14 +34,13 @@ def onednn_pays() -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def _packed(linear: nn.Linear) -> torch.Tensor:
-    """The layer's weight in oneDNN's layout, packed again whenever the weight was changed in place."""
-    weight = linear.weight
-    key = (weight.data_ptr(), weight._version)
-    if getattr(linear, "_onednn_key", None) != key:
-        linear._onednn_weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS)
-        linear._onednn_key = key
-    return linear._onednn_weight
+class _Packs(dict):
+    """Each layer's weight in oneDNN's layout, packed at its first use within one `onednn_linears` block."""
+
+    def of(self, linear: nn.Linear) -> torch.Tensor:
+        if linear not in self:
+            self[linear] = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
+        return self[linear]
 
 
 def _default(linear: nn.Linear, x: torch.Tensor) -> bool:
@@ -50,20 +49,20 @@ def _default(linear: nn.Linear, x: torch.Tensor) -> bool:
         x.requires_grad or linear.weight.requires_grad))
 
 
-def _forward(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _forward(packs: _Packs, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if _default(linear, x):
         return nn.functional.linear(x, linear.weight, linear.bias)
-    return torch.ops.mkldnn._linear_pointwise(x, _packed(linear), linear.bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(x, packs.of(linear), linear.bias, "none", [], "")
 
 
-def _gated_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _gated_forward(packs: _Packs, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`down(act(gate(x)) * up(x))` with the activation and the product as post-ops of oneDNN's products."""
     gate, up = mlp.gate_proj, mlp.up_proj
     if _default(gate, x) or _default(up, x):
         return type(mlp).forward(mlp, x)
     attr, algorithm = POST_OPS[type(mlp.act_fn).__name__]
-    activated = torch.ops.mkldnn._linear_pointwise(x, _packed(gate), gate.bias, attr, [], algorithm)
-    return mlp.down_proj(torch.ops.mkldnn._linear_pointwise.binary(x, activated, _packed(up), up.bias, "mul"))
+    activated = torch.ops.mkldnn._linear_pointwise(x, packs.of(gate), gate.bias, attr, [], algorithm)
+    return mlp.down_proj(torch.ops.mkldnn._linear_pointwise.binary(x, activated, packs.of(up), up.bias, "mul"))
 
 
 def _served(module: nn.Module) -> bool:
@@ -81,15 +80,17 @@ def _gated(module: nn.Module) -> bool:
 @contextmanager
 def onednn_linears(model):
     """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays
-    (`onednn_pays`); nested blocks are free. Outside, the model is as it was (its packed weights are
-    kept for the next block, so a layer packs once per change of its weight)."""
+    (`onednn_pays`), from weights packed once in the block: the weights must not change inside it (an
+    evaluation). Nested blocks share the outermost one's packs; leaving it frees them and restores the
+    model."""
     if getattr(model, "_onednn_active", False) or not onednn_pays():
         yield
         return
+    packs = _Packs()
     patched = [(m, _forward) for m in model.modules() if _served(m)] + \
         [(m, _gated_forward) for m in model.modules() if _gated(m)]
     for module, forward in patched:
-        module.forward = functools.partial(forward, module)
+        module.forward = functools.partial(forward, packs, module)
     model._onednn_active = True
     try:
         yield

@@ -89,6 +89,17 @@ def matmul_rates(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0,
     return rates
 
 
+def others_cpu_seconds() -> float:
+    """CPU seconds the machine has spent so far outside this process and its children (Linux; 0 elsewhere):
+    a benchmark that other work shared the machine with measured that work too."""
+    try:
+        busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4))
+    except OSError:
+        return 0.0
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK") - (own.user + own.system + own.children_user + own.children_system)
+
+
 def read_rate(device: str = "cpu", megabytes: int = 512, seconds: float = 3.0) -> float:
     """Memory read rate of the device in bytes/s: the best of repeated sums over a tensor about the size
     of a small model's weights (far larger than any cache), so that a busy neighbour lowers it less."""
@@ -343,6 +354,7 @@ def main(cfg: DictConfig) -> None:
     examples, _, _ = read_inputs(cfg)
     out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
     against = cfg.get("against")  # `+against=COMMIT`: that engine first, in the same run
+    others, start = others_cpu_seconds(), time.perf_counter()
     old = engine_at(str(against), out.with_suffix(".against.json")) if against else None
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
@@ -367,12 +379,14 @@ def main(cfg: DictConfig) -> None:
     for name, tasks in groups.items():
         if tasks:
             rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", "cpu_seconds", *COUNTS)}
+    others = (others_cpu_seconds() - others) / ((time.perf_counter() - start) * os.cpu_count())
     used = resources(started)  # the GPU's name and peak memory when one was used
     name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
               "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "matmul_rates": rates,
               "read_bytes_per_s": bandwidth, "weight_bytes": counter.weight_bytes, "resources": used, "tasks": rows,
-              "phases": counter.phases, "kv_cache_bytes_read": counter.kv_bytes, "yardstick": yardstick}
+              "phases": counter.phases, "kv_cache_bytes_read": counter.kv_bytes, "yardstick": yardstick,
+              "others_cpu_share": others}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
           f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s ("
@@ -400,6 +414,8 @@ def main(cfg: DictConfig) -> None:
     if old:
         print()
         print(against_table(old, report, str(against)))
+    print(f"other processes used {others:.0%} of this machine's CPUs while it ran"
+          + (": its times are theirs too, run it again on a quiet machine" if others > 0.05 else ""))
     print(f"written: {out}")
 
 

@@ -7,13 +7,7 @@ import torch
 
 import gap.scoring.linear as linear
 
-
-@pytest.fixture
-def onednn(monkeypatch):
-    """oneDNN's path on any CPU whose PyTorch has it (it is taken by default only where MKL is slower)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-        pytest.skip("this PyTorch has no oneDNN linear operator")
-    monkeypatch.setattr(linear, "onednn_pays", lambda: True)
+pytestmark = pytest.mark.skipif(not linear.onednn_available(), reason="this PyTorch has no oneDNN linear operator")
 
 
 def logits(model, ids):

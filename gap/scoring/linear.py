@@ -22,6 +22,11 @@ GATED_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Gemma2MLP", "Gemma3MLP"}  #
 POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
 
 
+def onednn_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear operator."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 @functools.cache
 def onednn_pays() -> bool:
     """Whether this CPU computes fp32 products faster in oneDNN than in MKL: one that is not Intel's
@@ -30,8 +35,7 @@ def onednn_pays() -> bool:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: keep PyTorch's default
         return False
-    return ("GenuineIntel" not in cpuinfo and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return "GenuineIntel" not in cpuinfo and onednn_available()
 
 
 class _Packs(dict):

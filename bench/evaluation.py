@@ -17,13 +17,19 @@ phase comes to that bound. The yardstick that holds on any machine: the same dia
 `model.generate` (greedy, left-padded batches of 32, `stop_strings`), timed in the same run, its replies
 compared with the engine's.
 """
+import contextlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gap.data.tasks import TASKS
@@ -35,36 +41,63 @@ from gap.scoring.generation import REPLAY_HOOKS, cut_at_stops
 from gap.scoring.metrics import evaluation_metrics
 from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
+try:  # one evaluation's engine state, as GAPModule holds it over its batches
+    from gap.scoring.linear import onednn_linears
+except ImportError:  # an engine from before it (`+against`)
+    def onednn_linears(model):
+        return contextlib.nullcontext()
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("scoring", "generation")
 COUNTS = ("seconds", "tokens", "positions", "flops", "passes")
 YARDSTICK_BATCH = 32
 
 
-def matmul_rate(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0, window: float = 1.0) -> float:
+def matmul_rates(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0,
+                 window: float = 1.0) -> dict[str, float]:
     """Matmul FLOP/s of the device in the dtype the model computes in (on the CPU at the current thread
-    count): the best of short windows, so that a busy neighbour during the measurement lowers the rate
-    less (and so cannot inflate utilisation)."""
+    count), per library that computes it: PyTorch's default (MKL on the CPU, cuBLAS on a GPU) and, on the
+    CPU, oneDNN (which `gap.scoring.linear` uses where MKL runs slower kernels). Each the best of short
+    windows, so that a busy neighbour during the measurement lowers a rate less (and so cannot inflate
+    utilisation); the machine's peak is the best of them."""
     size = 1024 if device == "cpu" else 8192
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    a @ b
+    products = {"default": lambda: a @ b}
+    if device == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        packed = torch.ops.mkldnn._reorder_linear_weight(b, size)
+        products["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
 
     def sync():
         if device != "cpu":
             torch.cuda.synchronize()
 
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sync()
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < window:
-            a @ b
-            n += 1
-            if n % 10 == 0:
-                sync()
-        sync()
-        best = max(best, 2 * size ** 3 * n / (time.perf_counter() - start))
-    return best
+    rates = {}
+    for name, product in products.items():
+        product()
+        best, end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sync()
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < window:
+                product()
+                n += 1
+                if n % 10 == 0:
+                    sync()
+            sync()
+            best = max(best, 2 * size ** 3 * n / (time.perf_counter() - start))
+        rates[name] = best
+    return rates
+
+
+def others_cpu_seconds() -> float:
+    """CPU seconds the machine has spent so far outside this process and its children (Linux; 0 elsewhere):
+    a benchmark that other work shared the machine with measured that work too."""
+    try:
+        busy = sum(int(v) for i, v in enumerate(Path("/proc/stat").read_text().split()[1:9]) if i not in (3, 4))
+    except OSError:
+        return 0.0
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK") - (own.user + own.system + own.children_user + own.children_system)
 
 
 def read_rate(device: str = "cpu", megabytes: int = 512, seconds: float = 3.0) -> float:
@@ -109,6 +142,11 @@ class FlopCounter:
         body = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
         self.per_token = 2 * (body + vocab * self.width)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or self.width // cfg.num_attention_heads
+        # a cached position's keys and values over every layer
+        self.kv_bytes_per_position = 2 * self.layers * heads * head_dim * next(model.parameters()).element_size()
+        self.kv_bytes = 0.0  # read by the decoding steps: every cached column of every row, padding included
         self.device = device
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.phases = {phase: dict.fromkeys(COUNTS, 0.0) for phase in PHASES}
@@ -172,7 +210,10 @@ class FlopCounter:
             pairs = (queries * keys_before + queries * (queries + 1) / 2).sum().item()
         tokens = int(queries.sum().item())
         flops = self.per_token * tokens + 4 * self.layers * self.width * pairs
-        phase = self.phases["generation" if mask.shape[-1] > width else "scoring"]  # a cache before the tokens
+        decoding = mask.shape[-1] > width  # a cache before the tokens
+        phase = self.phases["generation" if decoding else "scoring"]
+        if decoding:
+            self.kv_bytes += rows * (mask.shape[-1] - width) * self.kv_bytes_per_position
         for key, value in zip(COUNTS, (seconds, tokens, rows * width, flops, 1)):
             phase[key] += value
 
@@ -186,9 +227,10 @@ def bench_task(model, tokenizer, task, batches: list[list], cfg, counter) -> dic
         predictions = evaluate(model, tokenizer, {task: batches}, scoring_of(cfg))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     counts = {k: v - before[k] for k, v in counter.totals().items()}
-    replies = None if TASKS[task].scored else [r["pred"] for r in predictions[task]]
+    records = predictions[task]
     return {"seconds": seconds, "cpu_seconds": cpu, "examples": sum(len(b) for b in batches), **counts,
-            "metrics": evaluation_metrics(predictions), "replies": replies}
+            "metrics": evaluation_metrics(predictions), "predictions": [r["pred"] for r in records],
+            "scores": [r["loglikelihoods"] if TASKS[task].scored else r["nll"] for r in records]}
 
 
 @torch.no_grad()
@@ -250,10 +292,59 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
                           for k in ("seconds", "cpu_seconds"))
 
     for task, y in yardstick.items():
-        same = sum(a == b for a, b in zip(rows[task]["replies"], y["replies"]))
+        same = sum(a == b for a, b in zip(rows[task]["predictions"], y["replies"]))
         lines.append(f"| {task} | {cells(rows[task], y)} | {same}/{len(y['replies'])} |")
     total = {k: sum(y[k] for y in yardstick.values()) for k in ("seconds", "cpu_seconds")}
     lines.append(f"| **dialogue** | {cells({k: sum(rows[t][k] for t in yardstick) for k in total}, total)} | |")
+    return "\n".join(lines)
+
+
+def engine_at(commit: str, out: Path) -> dict:
+    """This benchmark, with the overrides it was given, run on the engine of `commit`: checked out into a
+    temporary git worktree whose `gap` package comes first on the path (this file measures it, so both
+    engines are counted alike); without the yardstick, and in the process settings that engine had (this
+    `gap` sets THP_MEM_ALLOC_ENABLE for itself). Its report."""
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if o.lstrip("+").split("=")[0] not in ("against", "bench_out", "yardstick", "hydra.run.dir")]
+    environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "engine"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--quiet", "--detach", str(tree), commit], check=True)
+        try:
+            subprocess.run([sys.executable, __file__, *overrides, f"++bench_out={out}", "++yardstick=false",
+                            f"hydra.run.dir={tmp}/run"], env={**environ, "PYTHONPATH": str(tree)}, cwd=ROOT,
+                           check=True)
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=True)
+    return json.loads(out.read_text())
+
+
+def largest_difference(a: list, b: list) -> float:
+    """The largest absolute difference between two equally nested lists of numbers."""
+    if isinstance(a, list):
+        return max((largest_difference(x, y) for x, y in zip(a, b)), default=0.0)
+    return abs(a - b)
+
+
+def against_table(old: dict, new: dict, commit: str) -> str:
+    """Wall and model seconds of the engine of `commit` and of this one, measured in the same run, and
+    how far their predictions, scores and metrics differ."""
+    lines = [f"| | {commit} s | this engine s | speed-up |", "|---|---|---|---|"]
+    for name, r in new["tasks"].items():
+        before = old["tasks"][name]["seconds"]
+        lines.append(f"| {name} | {before:.1f} | {r['seconds']:.1f} | {before / r['seconds']:.2f}x |")
+    for name, r in new["phases"].items():
+        before = old["phases"][name]["seconds"]
+        lines.append(f"| {name} (model time) | {before:.1f} | {r['seconds']:.1f} | "
+                     f"{before / max(r['seconds'], 1e-9):.2f}x |")
+    tasks = [t for t in new["tasks"] if not t.startswith("**")]
+    same = sum(a == b for t in tasks for a, b in zip(old["tasks"][t]["predictions"], new["tasks"][t]["predictions"]))
+    total = sum(len(new["tasks"][t]["predictions"]) for t in tasks)
+    scores = max(largest_difference(old["tasks"][t]["scores"], new["tasks"][t]["scores"]) for t in tasks)
+    metrics = max(abs(old["tasks"][t]["metrics"][k] - v) for t in tasks for k, v in new["tasks"][t]["metrics"].items())
+    lines.append(f"\nidentical predictions and replies: {same}/{total}; largest difference of a score "
+                 f"{scores:.1e} nats, of a metric {metrics:.1e}")
     return "\n".join(lines)
 
 
@@ -261,6 +352,10 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
     examples, _, _ = read_inputs(cfg)
+    out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
+    against = cfg.get("against")  # `+against=COMMIT`: that engine first, in the same run
+    others, start = others_cpu_seconds(), time.perf_counter()
+    old = engine_at(str(against), out.with_suffix(".against.json")) if against else None
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
     tokenizer, model = load_pretrained(cfg.model)
@@ -268,11 +363,13 @@ def main(cfg: DictConfig) -> None:
     device, dtype = compute_setting(cfg.trainer, model)
     model.to(device)
     counter = FlopCounter(model, device)
-    peak = matmul_rate(device, dtype)
+    rates = matmul_rates(device, dtype)
     data = make_evaldata(cfg, examples, tokenizer)
     batches = data.item_batches()
-    rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
-    peak = max(peak, matmul_rate(device, dtype))  # measured before and after the tasks
+    with onednn_linears(model):
+        rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
+    rates = {k: max(v, rate) for (k, v), rate in zip(rates.items(), matmul_rates(device, dtype).values())}
+    peak = max(rates.values())  # measured before and after the tasks
     bandwidth = read_rate(device)
     counter.remove()
     yardstick = {task: generate_yardstick(model, tokenizer, data.items[task], cfg)
@@ -282,16 +379,18 @@ def main(cfg: DictConfig) -> None:
     for name, tasks in groups.items():
         if tasks:
             rows[f"**{name}**"] = {k: sum(rows[t][k] for t in tasks) for k in ("examples", "cpu_seconds", *COUNTS)}
+    others = (others_cpu_seconds() - others) / ((time.perf_counter() - start) * os.cpu_count())
     used = resources(started)  # the GPU's name and peak memory when one was used
     name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
-              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "read_bytes_per_s": bandwidth,
-              "weight_bytes": counter.weight_bytes, "resources": used, "tasks": rows, "phases": counter.phases,
-              "yardstick": yardstick}
-    out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
+              "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "matmul_rates": rates,
+              "read_bytes_per_s": bandwidth, "weight_bytes": counter.weight_bytes, "resources": used, "tasks": rows,
+              "phases": counter.phases, "kv_cache_bytes_read": counter.kv_bytes, "yardstick": yardstick,
+              "others_cpu_share": others}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
-          f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s"
+          f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s ("
+          + ", ".join(f"{k} {v / 1e12:.2f}" for k, v in rates.items()) + ")"
           + (f", peak GPU memory {used['peak_gpu_memory_gb']} GB" if "device" in used else "")
           + f", memory reads {bandwidth / 1e9:.1f} GB/s")
     print(table(rows, peak))
@@ -302,12 +401,21 @@ def main(cfg: DictConfig) -> None:
     decoding = counter.phases["generation"]
     seconds, steps = max(decoding["seconds"], 1e-9), max(decoding["passes"], 1)
     replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
-                  for r in rows.values() for reply in r.get("replies") or [])
-    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, "
-          f"{seconds / steps * 1e3:.0f} ms a step against {weight_read_s * 1e3:.0f} ms to read the weights")
+                  for t in groups["dialogue"] for reply in rows[t]["predictions"])
+    compute_bound = decoding["flops"] / peak
+    memory_bound = (steps * counter.weight_bytes + counter.kv_bytes) / bandwidth
+    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms a "
+          f"step ({decoding['tokens'] / steps:.1f} rows): {seconds / compute_bound:.2f}x its compute bound "
+          f"({compute_bound / steps * 1e3:.0f} ms: its FLOPs at the matmul peak), {seconds / memory_bound:.2f}x its "
+          f"memory bound ({memory_bound / steps * 1e3:.0f} ms: the weights and the KV cache read once)")
     if yardstick:
         print()
         print(yardstick_table(rows, yardstick))
+    if old:
+        print()
+        print(against_table(old, report, str(against)))
+    print(f"other processes used {others:.0%} of this machine's CPUs while it ran"
+          + (": its times are theirs too, run it again on a quiet machine" if others > 0.05 else ""))
     print(f"written: {out}")
 
 

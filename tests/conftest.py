@@ -30,3 +30,12 @@ def tiny():
     cfg = OmegaConf.load(CONF / "model" / "tiny-random.yaml")
     tokenizer = load_tokenizer(cfg)
     return load_model(cfg, tokenizer).eval(), tokenizer
+
+
+@pytest.fixture
+def onednn(monkeypatch):
+    """The engine's linear layers through oneDNN on any CPU whose PyTorch has it (by default only where MKL
+    is slower: `gap.scoring.linear.onednn_pays`), so that the tests check that path on every machine."""
+    import gap.scoring.linear as linear
+
+    monkeypatch.setattr(linear, "onednn_pays", linear.onednn_available)

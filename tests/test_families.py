@@ -3,6 +3,8 @@
 Tiny random models whose attention windows are a few tokens wide, so that the windows bite: choice
 scores with context sharing on and off, dialogue targets teacher-forced in the prefill and greedy replies,
 in batches of many rows and of one, each against the model's own unpadded forward pass and `generate`.
+The engine's linear layers compute through oneDNN from packed weights (`gap.scoring.linear`; the
+`onednn` fixture takes that path on every CPU), the model's own pass through PyTorch's default.
 A new family is one line of FAMILIES.
 """
 from pathlib import Path
@@ -13,6 +15,7 @@ import transformers as T
 
 from gap.scoring.attention import PACKED_FAMILIES, attention_of
 from gap.scoring.generation import generate_from
+from gap.scoring.linear import onednn_available
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
 from tests.helpers import compose_cfg, largest_difference, own_logprobs, own_reply
@@ -44,6 +47,7 @@ REQUESTS = [(list(range(10, 19)), [[40, 41, 42], [43], [44, 45, 46, 47, 48]]),
             ([5, 6, 7], [[8], [9, 10]]),
             ([13, 14], [[15], [16]])]
 TARGETS = [[90, 91, 92, 93, 94], [], [95], [96, 97, 98]]  # uneven, one empty; one per REQUESTS context
+pytestmark = pytest.mark.usefixtures("onednn")
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -81,7 +85,9 @@ def test_choice_scores_equal_the_models_own_forward(family):
     assert widest != 0 and (widest is None or any(packed_width(ctx, c) <= widest for ctx, c in REQUESTS))
     want = [own_logprobs(model, ctx, c) for ctx, choices in REQUESTS for c in choices]
     for share_context in (True, False):
-        together = choice_logprobs(model, REQUESTS, tokenizer.pad_token_id, 512, share_context)
+        with torch.profiler.profile() as profile:
+            together = choice_logprobs(model, REQUESTS, tokenizer.pad_token_id, 512, share_context)
+        assert any(e.key == "mkldnn::_linear_pointwise" for e in profile.key_averages()) == onednn_available()
         alone = [choice_logprobs(model, [r], tokenizer.pad_token_id, 512, share_context)[0] for r in REQUESTS]
         for scores in (together, alone):
             assert largest_difference([s for per_request in scores for s in per_request], want) < 1e-4

@@ -2,6 +2,7 @@
 scoring engine (`gap.scoring.evaluator`) with its records gathered across ranks."""
 import math
 import time
+from contextlib import ExitStack
 
 import lightning as L
 import torch
@@ -9,6 +10,7 @@ import torch.distributed as dist
 
 from gap.modules.objectives import NULL_ARM, objective, random_direction, sequence_logprob
 from gap.scoring.evaluator import Scoring, score_batch
+from gap.scoring.linear import onednn_linears
 from gap.scoring.metrics import evaluation_metrics
 
 
@@ -39,6 +41,7 @@ class GAPModule(L.LightningModule):
         self.diverged = False
         self._predictions: dict[str, list[dict]] = {}
         self._seconds: dict[str, float] = {}
+        self._evaluating = ExitStack()  # an evaluation's engine state (weights packed once for its batches)
 
     # ---- the ascent step -------------------------------------------------------------------
     def on_train_start(self):
@@ -104,6 +107,9 @@ class GAPModule(L.LightningModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    def on_validation_epoch_start(self):
+        self._evaluating.enter_context(onednn_linears(self.model))
+
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         rank, ranks = self._shard()
         if batch_idx % ranks != rank:  # another rank's batch
@@ -125,6 +131,7 @@ class GAPModule(L.LightningModule):
         return {t: sorted(predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}, seconds
 
     def on_validation_epoch_end(self):
+        self._evaluating.close()
         predictions, seconds = self._gathered()
         self._predictions, self._seconds = {}, {}
         if self.trainer.sanity_checking:

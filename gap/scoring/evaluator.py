@@ -8,6 +8,7 @@ import numpy as np
 from gap.data.tasks import TASKS
 from gap.ordering import in_input_order
 from gap.scoring.generation import generate_from
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, fits
 from gap.scoring.metrics import unigram_f1
 from gap.scoring.prefill import prefill
@@ -24,6 +25,7 @@ class Scoring:
     max_batch_tokens: int | None = None  # most padded tokens in one pass of requests scored one by one
 
 
+@with_onednn_linears
 def score_batch(model, tokenizer, task: str, items: list, scoring: Scoring) -> list[dict]:
     """Per-example records of one batch of a task's items (`gap.data.evaluation.EvalItem`)."""
     if TASKS[task].scored:
@@ -71,7 +73,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     whole = [fits(it.context, it.continuations, scoring.max_length) for it in items]
     state = prefill(model, [it.context for it in items], pad_id,
                     targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)],
-                    max_tokens=scoring.max_batch_tokens)
+                    max_tokens=scoring.max_batch_tokens, room=scoring.max_new_tokens)
     fitted = [i for i, fit in enumerate(whole) if fit]
     long = [i for i, fit in enumerate(whole) if not fit]
     pairs = [(items[i].context, items[i].continuations[0]) for i in long]
@@ -84,6 +86,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
             for it, lls, reply in zip(items, token_lls, replies)]
 
 
+@with_onednn_linears
 def evaluate(model, tokenizer, batches: dict[str, list[list]], scoring: Scoring) -> dict[str, list[dict]]:
     """Every task's records in example order, from its batches of items: the evaluation without a
     Trainer (the benchmarks; a single process)."""

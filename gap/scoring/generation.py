@@ -11,7 +11,8 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from gap.scoring.attention import attention_of, model_masks
-from gap.scoring.prefill import Prefill, prefill
+from gap.scoring.linear import with_onednn_linears
+from gap.scoring.prefill import Prefill, ReservedLayer, prefill
 
 # (before, after(inputs)) pairs called around each replayed step: a replay does not run the model's
 # forward, whose hooks the benchmark counts passes with
@@ -23,34 +24,6 @@ def cut_at_stops(text: str, stops: list[str]) -> str:
     for stop in stops:
         text = text.split(stop)[0]
     return text
-
-
-class _ReservedLayer(DynamicLayer):
-    """A cache layer with room for `extra` more positions, written in place: the default layer
-    concatenates, which copies the whole cache at every decoding step."""
-
-    def __init__(self, layer: DynamicLayer, extra: int):
-        super().__init__()
-        rows, heads, self.length, dim = layer.keys.shape
-        self._keys = layer.keys.new_empty(rows, heads, self.length + extra, dim)
-        self._values = layer.values.new_empty(rows, heads, self.length + extra, layer.values.shape[-1])
-        self._keys[:, :, :self.length], self._values[:, :, :self.length] = layer.keys, layer.values
-        self.device, self.is_initialized = layer.keys.device, True
-        self._expose()
-
-    def _expose(self):
-        self.keys, self.values = self._keys[:, :, :self.length], self._values[:, :, :self.length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
-        self._keys[:, :, self.length:end], self._values[:, :, self.length:end] = key_states, value_states
-        self.length = end
-        self._expose()
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self._expose()
 
 
 class _FixedLayer(DynamicLayer):
@@ -75,7 +48,8 @@ class _Growing:
 
     def __init__(self, model, state: Prefill, max_new_tokens: int):
         self.model, self.cache = model, state.cache
-        self.cache.layers = [_ReservedLayer(layer, max_new_tokens) for layer in self.cache.layers]
+        self.cache.layers = [layer if isinstance(layer, ReservedLayer) and layer.room >= max_new_tokens
+                             else ReservedLayer.around(layer, max_new_tokens) for layer in self.cache.layers]
         self.mask, self.position = state.mask, state.lengths.unsqueeze(-1)
 
     def drop(self, keep: torch.Tensor) -> None:
@@ -168,6 +142,7 @@ class _Static:
         return self.logits, graph
 
 
+@with_onednn_linears
 @torch.no_grad()
 def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str],
                   static: bool | None = None) -> list[str]:

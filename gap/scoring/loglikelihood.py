@@ -4,6 +4,7 @@ import torch
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.packing import Segment, packed_forward, packed_rows
 from gap.scoring.prefill import logprobs_at, token_logprobs
 
@@ -15,6 +16,7 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
     return len(context) + max(len(c) for c in continuations) <= max_length
 
 
+@with_onednn_linears
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
                           max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET) -> list[list[float]]:
     """Per-token log-probabilities of each continuation after its context, every pair on its own row, in
@@ -100,6 +102,7 @@ def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -
     return [[next(scores) for _ in choices] for _, choices in requests]
 
 
+@with_onednn_linears
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
                     share_context: bool = True, max_tokens: int | None = None) -> list[list[list[float]]]:

@@ -3,11 +3,49 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
+from gap.scoring.linear import with_onednn_linears
 from gap.scoring.packing import Segment, first_fit, packed_forward, packed_rows
+
+
+class ReservedLayer(DynamicLayer):
+    """A cache layer over buffers [rows, heads, positions, dim] with room for more positions than it
+    holds (its first `length`), written in place: the default layer concatenates, which copies the whole
+    cache at every decoding step."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self._keys, self._values, self.length = keys, values, length
+        self.device, self.is_initialized = keys.device, True
+        self._expose()
+
+    @classmethod
+    def around(cls, layer: DynamicLayer, room: int) -> "ReservedLayer":
+        """`layer`'s keys and values copied into buffers with `room` positions more."""
+        keys, values = (torch.nn.functional.pad(t, (0, 0, 0, room)) for t in (layer.keys, layer.values))
+        return cls(keys, values, layer.keys.shape[2])
+
+    @property
+    def room(self) -> int:
+        return self._keys.shape[2] - self.length
+
+    def _expose(self):
+        self.keys, self.values = self._keys[:, :, :self.length], self._values[:, :, :self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        self._keys[:, :, self.length:end], self._values[:, :, self.length:end] = key_states, value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._expose()
 
 
 @dataclass
@@ -19,9 +57,11 @@ class Prefill:
     target_logprobs: list[list[float]]  # per row, the log-probability of each teacher-forced target token
 
 
+@with_onednn_linears
 @torch.no_grad()
 def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[int]] | None = None,
-            max_tokens: int | None = None, fill: float | None = FILL, logits_budget: int = LOGITS_BUDGET) -> Prefill:
+            max_tokens: int | None = None, fill: float | None = FILL, logits_budget: int = LOGITS_BUDGET,
+            room: int = 0) -> Prefill:
     """Run the contexts once and keep their KV cache, left-padded to one width, and last-position logits.
 
     `targets` (one per context, possibly empty) are teacher-forced in the same pass: their token
@@ -33,7 +73,8 @@ def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[in
     `_packed_pass`); other models, and sequences wider than a GPT-Neo window, take a row each. Rows run
     in left-padded passes that close at a row under `fill` x their widest, hold at most `max_tokens` row
     positions and logits within `logits_budget`; the passes' caches are joined into one, so that
-    generation decodes every row at once.
+    generation decodes every row at once, with `room` more positions reserved in every layer (the
+    tokens generation will add, written in place: `ReservedLayer`).
     """
     targets = targets or [[] for _ in contexts]
     attention = attention_of(model)
@@ -58,7 +99,7 @@ def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[in
                                        max_positions=most_positions):
         rows = [alone[g] for g in group]
         parts.append((rows, _prefill_pass(model, [contexts[i] for i in rows], [targets[i] for i in rows], pad_id)))
-    return _joined(parts, len(contexts))
+    return _joined(parts, len(contexts), room)
 
 
 def _packed_pass(model, rows: list[list[tuple[list[int], list[int]]]], pad_id: int) -> Prefill:
@@ -124,10 +165,11 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
                    [row[:len(target)] for row, target in zip(scores, targets)])
 
 
-def _joined(parts: list[tuple[list[int], Prefill]], total: int) -> Prefill:
+def _joined(parts: list[tuple[list[int], Prefill]], total: int, room: int) -> Prefill:
     """One prefill of `total` rows from passes that filled the rows listed beside each, left-padded to
-    the widest (padding is masked)."""
-    if len(parts) == 1 and parts[0][0] == list(range(total)):
+    the widest (padding is masked; zero, so that no stale value reaches attention), in cache layers with
+    `room` more positions."""
+    if len(parts) == 1 and parts[0][0] == list(range(total)) and not room:
         return parts[0][1]
     first = parts[0][1]
     device = first.mask.device
@@ -141,13 +183,13 @@ def _joined(parts: list[tuple[list[int], Prefill]], total: int) -> Prefill:
         lengths[index], last_logits[index] = part.lengths, part.last_logits
     target_logprobs = in_input_order(total, [(indices, part.target_logprobs) for indices, part in parts])
     for n, layer in enumerate(first.cache.layers):
-        keys = layer.keys.new_zeros(total, layer.keys.shape[1], width, layer.keys.shape[3])
-        values = layer.values.new_zeros(total, layer.values.shape[1], width, layer.values.shape[3])
+        keys = layer.keys.new_zeros(total, layer.keys.shape[1], width + room, layer.keys.shape[3])
+        values = layer.values.new_zeros(total, layer.values.shape[1], width + room, layer.values.shape[3])
         for index, (_, part) in zip(rows, parts):
             part_layer = part.cache.layers[n]
-            keys[index, :, width - part_layer.keys.shape[2]:] = part_layer.keys
-            values[index, :, width - part_layer.values.shape[2]:] = part_layer.values
-        layer.keys, layer.values = keys, values
+            keys[index, :, width - part_layer.keys.shape[2]:width] = part_layer.keys
+            values[index, :, width - part_layer.values.shape[2]:width] = part_layer.values
+        first.cache.layers[n] = ReservedLayer(keys, values, width)
     return Prefill(first.cache, mask, lengths, last_logits, target_logprobs)
 
 

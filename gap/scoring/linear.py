@@ -1,0 +1,113 @@
+"""fp32 linear layers through oneDNN during evaluation, on CPUs where PyTorch's default BLAS runs slow kernels.
+
+PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
+not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matmul rate. oneDNN, also
+built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
+on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
+use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
+gated MLP (Llama's, Mistral's, Qwen2's, Gemma 2/3's: `down(act(gate(x)) * up(x))`) also computes its
+activation and product inside oneDNN's products (post-ops) instead of two more passes over its widest
+activations. The sums are the same products in another order: scores agree with MKL's to float rounding.
+Autograd, autocast and other dtypes keep `F.linear`.
+"""
+import functools
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); any count computes
+GATED_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Gemma2MLP", "Gemma3MLP"}  # down(act(gate(x)) * up(x))
+POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear operator."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def onednn_pays() -> bool:
+    """Whether this CPU computes fp32 products faster in oneDNN than in MKL: one that is not Intel's
+    (MKL runs its AVX2 kernels there), with oneDNN's linear operator in this PyTorch build."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep PyTorch's default
+        return False
+    return "GenuineIntel" not in cpuinfo and onednn_available()
+
+
+class _Packs(dict):
+    """Each layer's weight in oneDNN's layout, packed at its first use within one `onednn_linears` block."""
+
+    def of(self, linear: nn.Linear) -> torch.Tensor:
+        if linear not in self:
+            self[linear] = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
+        return self[linear]
+
+
+def _default(linear: nn.Linear, x: torch.Tensor) -> bool:
+    """Whether this product keeps PyTorch's default: not fp32, under autocast, or recorded for autograd."""
+    return x.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and (
+        x.requires_grad or linear.weight.requires_grad))
+
+
+def _forward(packs: _Packs, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if _default(linear, x):
+        return nn.functional.linear(x, linear.weight, linear.bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packs.of(linear), linear.bias, "none", [], "")
+
+
+def _gated_forward(packs: _Packs, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`down(act(gate(x)) * up(x))` with the activation and the product as post-ops of oneDNN's products."""
+    gate, up = mlp.gate_proj, mlp.up_proj
+    if _default(gate, x) or _default(up, x):
+        return type(mlp).forward(mlp, x)
+    attr, algorithm = POST_OPS[type(mlp.act_fn).__name__]
+    activated = torch.ops.mkldnn._linear_pointwise(x, packs.of(gate), gate.bias, attr, [], algorithm)
+    return mlp.down_proj(torch.ops.mkldnn._linear_pointwise.binary(x, activated, packs.of(up), up.bias, "mul"))
+
+
+def _served(module: nn.Module) -> bool:
+    """An fp32 `nn.Linear` whose weight is an ordinary CPU tensor (not sharded, not quantised)."""
+    return (type(module) is nn.Linear and type(module.weight.data) is torch.Tensor
+            and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32)
+
+
+def _gated(module: nn.Module) -> bool:
+    """A gated MLP whose products are all served and whose activation oneDNN computes."""
+    return (type(module).__name__ in GATED_MLPS and type(module.act_fn).__name__ in POST_OPS
+            and all(_served(getattr(module, name)) for name in ("gate_proj", "up_proj", "down_proj")))
+
+
+@contextmanager
+def onednn_linears(model):
+    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays
+    (`onednn_pays`), from weights packed once in the block: the weights must not change inside it (an
+    evaluation). Nested blocks share the outermost one's packs; leaving it frees them and restores the
+    model."""
+    if getattr(model, "_onednn_active", False) or not onednn_pays():
+        yield
+        return
+    packs = _Packs()
+    patched = [(m, _forward) for m in model.modules() if _served(m)] + \
+        [(m, _gated_forward) for m in model.modules() if _gated(m)]
+    for module, forward in patched:
+        module.forward = functools.partial(forward, packs, module)
+    model._onednn_active = True
+    try:
+        yield
+    finally:
+        model._onednn_active = False
+        for module, _ in patched:
+            del module.forward
+
+
+def with_onednn_linears(function):
+    """`function(model, ...)` run within `onednn_linears(model)`."""
+    @functools.wraps(function)
+    def wrapped(model, *args, **kwargs):
+        with onednn_linears(model):
+            return function(model, *args, **kwargs)
+    return wrapped

@@ -1,0 +1,46 @@
+"""fp32 linear layers through oneDNN during evaluation (`gap.scoring.linear`): the same logits as PyTorch's
+default (the gated MLP's activation and product fused into its products), weights packed anew in each
+block (the weights may change between evaluations), autograd untouched. `tests/test_families.py` checks
+every family's scores and replies through it."""
+import pytest
+import torch
+
+import gap.scoring.linear as linear
+
+pytestmark = pytest.mark.skipif(not linear.onednn_available(), reason="this PyTorch has no oneDNN linear operator")
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_linears_give_the_default_logits_and_each_block_packs_the_weights_anew(fresh_tiny_model, onednn):
+    model = fresh_tiny_model.eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    want = logits(model, ids)
+    with linear.onednn_linears(model), torch.profiler.profile() as profile:
+        with linear.onednn_linears(model):  # nested: nothing more
+            got = logits(model, ids)
+    calls = {e.key: e.count for e in profile.key_averages()}
+    assert calls.get("mkldnn::_linear_pointwise") == len(layers) and "aten::linear" not in calls
+    assert "aten::silu" not in calls  # the MLP's activation fused into its gate product
+    assert all("forward" not in vars(m) for m in layers)  # restored
+    assert (got - want).abs().max() < 1e-5
+    for p in model.parameters():  # as a merged LoRA adapter does: in place, and unseen by autograd's version
+        p.data += 0.05 * torch.randn_like(p)
+    changed = logits(model, ids)
+    assert (changed - want).abs().max() > 1e-2
+    with linear.onednn_linears(model):
+        assert (logits(model, ids) - changed).abs().max() < 1e-5
+
+
+def test_gradients_and_autocast_keep_the_default_linear(fresh_tiny_model, onednn):
+    model = fresh_tiny_model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with linear.onednn_linears(model):
+        model(input_ids=ids, labels=ids).loss.backward()
+        with torch.autocast("cpu", torch.bfloat16):
+            assert model(input_ids=ids).logits.dtype == torch.bfloat16
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -54,12 +54,12 @@ class GapLM(TemplateLM):
     """lm-evaluation-harness's `LM` interface over our engine (see the module's docstring).
 
     `max_length`: the model's context in tokens (default: as `HFLM` resolves it from the config);
-    `batch_size`, `max_batch_tokens`: most requests and padded tokens a batch of scoring takes (generation
-    holds `KV_TOKENS` x `max_batch_tokens` tokens of KV cache); `add_bos_token`, `prefix_token_id`: as
-    `HFLM`'s."""
+    `batch_size`, `max_batch_tokens`: most requests and padded tokens a batch of scoring takes (None: no
+    limit but `batch_size`); generation holds `KV_TOKENS` x as many tokens of KV cache (None: `batch_size`
+    full-length rows); `add_bos_token`, `prefix_token_id`: as `HFLM`'s."""
 
     def __init__(self, model, tokenizer, max_length: int | None = None, batch_size: int = 16,
-                 max_batch_tokens: int = 8192, share_context: bool = True, add_bos_token: bool | None = None,
+                 max_batch_tokens: int | None = 8192, share_context: bool = True, add_bos_token: bool | None = None,
                  prefix_token_id: int | None = None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
@@ -161,8 +161,9 @@ class GapLM(TemplateLM):
                 raise SamplingRefused(f"max_gen_toks={max_gen_toks} leaves no room for a prompt in max_length="
                                       f"{self.max_length} tokens")
             prompts = [self.tok_encode(requests[i].args[0])[-keep:] for i in indices]
-            for batch in length_sorted_batches([len(p) + max_gen_toks for p in prompts], len(prompts),
-                                               int(KV_TOKENS * self.max_batch_tokens), fill=None):
+            cache = KV_TOKENS * (self.max_batch_tokens or self.batch_size * self.max_length)
+            for batch in length_sorted_batches([len(p) + max_gen_toks for p in prompts], len(prompts), int(cache),
+                                               fill=None):
                 state = prefill(self.model, [prompts[b] for b in batch], self.pad_id,
                                 max_tokens=self.max_batch_tokens)
                 texts = generate_from(self.model, self.tokenizer, state, max_gen_toks, list(until),

@@ -7,7 +7,8 @@ from matplotlib.lines import Line2D
 
 from gap.report.runs import Results, method_order, model_order, next_larger
 
-LABELS = {"classification": "Classification: average accuracy (8 tasks)", "dialog": "Dialogue: average F1 (4 tasks)"}
+LABELS = {"classification": "Classification: average accuracy (8 tasks)", "dialog": "Dialogue: average F1 (4 tasks)",
+          "lm_eval": "lm-evaluation-harness tasks: average score"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -59,7 +60,7 @@ def plot_category(results: Results, category: str, jitter: float = 0.12) -> Figu
 def write_figures(results: Results, out, formats=("png", "svg"), jitter: float = 0.12) -> dict:
     """`figure_<category>.<format>` for each category with runs; returns the Figure objects by category."""
     figures = {}
-    for category in ("dialog", "classification"):
+    for category in ("dialog", "classification", "lm_eval"):
         if any(r.category == category for r in results.runs):
             figures[category] = fig = plot_category(results, category, jitter)
             for fmt in formats:

@@ -3,7 +3,9 @@
 (their attention windows bite) and the fixture tasks of each request type (tests/lm_eval_fixtures.py), in
 a `max_length` of 48 tokens that truncates contexts and splits rolling texts into several windows:
 log-likelihoods within 1e-4 with the same `is_greedy`, rolling log-likelihoods within 1e-3, identical
-generations; and the harness's whole evaluation through either backend with the same metrics."""
+generations; and the harness's whole evaluation through either backend with the same metrics.
+
+`-m slow`: the embedded SmolLM2 and Gemma 3 on the harness's own tasks over our data (`make bench-harness`'s)."""
 import pytest
 import torch
 from lm_eval import simple_evaluate
@@ -11,7 +13,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
+from bench.lm_eval_tasks import harness_requests
 from gap.harness.backend import GapLM, SamplingRefused, _runs, greedy_settings
+from tests.helpers import load_entry
 from tests.lm_eval_fixtures import write_fixture_tasks
 from tests.test_families import family  # noqa: F401 - the tiny model of each family (a fixture)
 
@@ -133,3 +137,61 @@ def test_a_shared_context_packs_into_rows_within_max_length():
     """Continuations of one context (after 3 tokens): 5 + 2 tokens fit a row of 9 (3 + 4 + 1), 6 more do not."""
     assert _runs(3, [5, 2, 6, 1], 9) == [[0, 1], [2, 3]]
     assert _runs(1, [9, 9], 9) == [[0], [1]]  # the prefix token before each rolling window's first tokens
+
+
+# ---------------------------------------------------------------- the embedded models (-m slow)
+
+def exact_loglikelihood(model, context: list[int], continuation: list[int], max_length: int = 512) -> float:
+    """The model's own unpadded pass over the window the harness scores, its log-softmax in fp64 (in chunks
+    of positions: a 262k vocabulary)."""
+    ids = (context + continuation)[-(max_length + 1):][:-1]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -len(continuation):]
+    targets = torch.tensor(continuation)
+    return sum(chunk.double().log_softmax(-1).gather(-1, t[:, None]).sum().item()
+               for chunk, t in zip(logits.split(64), targets.split(64)))
+
+
+def worst(a: list, b: list) -> float:
+    """The largest difference of two lists of log-likelihoods (or of (log-likelihood, is_greedy) pairs)."""
+    value = lambda x: x[0] if isinstance(x, (tuple, list)) else x  # noqa: E731
+    return max(abs(value(x) - value(y)) for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["smollm2-135m", "gemma3-270m"])
+def test_the_embedded_models_per_request(entry, data_dir):
+    """The 8 classification tasks, lambada_openai, wikitext (pages of two 512-token windows) and
+    arc_challenge_chat as the harness defines them, 6 documents each. `HFLM` takes its log-softmax in fp32
+    over the whole vocabulary, which reads high (on SmolLM2 by 7.5e-6 nats a token on average, against fp64;
+    ours, a log-sum-exp, by 5e-8), more so over a long continuation: ours is held to the model's own pass in
+    fp64 (1e-4, rolling texts 1e-3), and may differ from HFLM by no more than HFLM differs from that pass."""
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    model, tokenizer = load_entry(f"model={entry}")
+    requests = harness_requests(data_dir, 6)
+    hf = HFLM(pretrained=model, tokenizer=tokenizer, max_length=512, batch_size=8)
+    ours = GapLM(model, tokenizer, max_length=512, batch_size=8)
+
+    reqs = requests["loglikelihood"]
+    want, got = hf.loglikelihood(reqs), ours.loglikelihood(reqs)
+    exact = [exact_loglikelihood(model, *ours._encode_pair(*r.args)) for r in reqs]  # no context is empty
+    print(f"\n{entry}: {len(reqs)} loglikelihood requests, max |gap - HFLM| {worst(got, want):.1e}, |gap - fp64| "
+          f"{worst(got, exact):.1e}, |HFLM - fp64| {worst(want, exact):.1e}")
+    assert max(abs(g[0] - e) for g, e in zip(got, exact)) < 1e-4
+    assert all(abs(g[0] - w[0]) <= abs(w[0] - e) + 1e-4 for g, w, e in zip(got, want, exact))
+    assert [g[1] for g in got] == [w[1] for w in want]
+
+    reqs = requests["loglikelihood_rolling"]
+    want, got = hf.loglikelihood_rolling(reqs), ours.loglikelihood_rolling(reqs)
+    windows = [[make_disjoint_window(w) for w in get_rolling_token_windows(
+        ours.tok_encode(r.args[0]), ours.prefix_token_id, 512, 1)] for r in reqs]
+    assert min(len(w) for w in windows) >= 2
+    exact = [sum(exact_loglikelihood(model, ctx, pred) for ctx, pred in text) for text in windows]
+    print(f"{entry}: {len(reqs)} rolling texts ({sum(map(len, windows))} windows), max |gap - HFLM| "
+          f"{worst(got, want):.1e}, |gap - fp64| {worst(got, exact):.1e}, |HFLM - fp64| {worst(want, exact):.1e}")
+    assert max(abs(g - e) for g, e in zip(got, exact)) < 1e-3
+    assert all(abs(g - w) <= abs(w - e) + 1e-3 for g, w, e in zip(got, want, exact))
+
+    reqs = requests["generate_until"]
+    assert ours.generate_until(reqs) == hf.generate_until(reqs)

@@ -58,6 +58,8 @@ def write_harness_tasks(root: Path, data_dir: Path, limit: int) -> list[str]:
     return [f"gap_{task}" for task in HARNESS_YAMLS]
 
 
+# few-shot multiple choice, as the harness is most often run (MMLU's count of examples): task -> shots
+FEWSHOT = {"arc_challenge": 5, "hellaswag": 5}
 # the harness's own tasks of the other request types, on local text: (its YAML, our rows -> its documents)
 TEXT_TASKS = {
     # one Pile-CC text a document: the context all but its last word, which is scored (and is_greedy)
@@ -95,15 +97,30 @@ def write_text_tasks(root: Path, data_dir: Path, limit: int) -> list[str]:
     return [f"gap_{task}" for task in TEXT_TASKS]
 
 
+def write_fewshot_tasks(root: Path, data_dir: Path) -> list[str]:
+    """`FEWSHOT` variants (`gap_<task>_<n>shot`) of the tasks `write_harness_tasks` wrote into `root`, over the
+    whole of our split, their examples drawn from it (the harness leaves out the document itself)."""
+    for task, shots in FEWSHOT.items():
+        (root / f"gap_{task}_{shots}shot.yaml").write_text(
+            f"include: gap_{task}.yaml\ntask: gap_{task}_{shots}shot\nnum_fewshot: {shots}\n"
+            f"fewshot_split: validation\ndataset_kwargs:\n  data_files:\n"
+            f"    validation: {data_dir / 'tasks' / task / 'validation.jsonl'}\n  cache_dir: {root / 'hf_cache'}\n")
+    return [f"gap_{task}_{shots}shot" for task, shots in FEWSHOT.items()]
+
+
 def harness_requests(data_dir: Path, limit: int) -> dict[str, list]:
-    """The requests of the 8 classification tasks and of `TEXT_TASKS` on `limit` documents each, as the
-    harness builds them, by request type (`make bench-harness`, the embedded models' `-m slow` checks)."""
+    """The requests of the 8 classification tasks (and `FEWSHOT`'s few-shot ones) and of `TEXT_TASKS` on
+    `limit` documents each, as the harness builds them (few-shot examples drawn with `simple_evaluate`'s
+    seed), by request type (`make bench-harness`, the embedded models' `-m slow` checks)."""
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory() as tmp:
-        names = write_harness_tasks(Path(tmp), data_dir, limit) + write_text_tasks(Path(tmp), data_dir, limit)
+        names = [*write_harness_tasks(Path(tmp), data_dir, limit), *write_fewshot_tasks(Path(tmp), data_dir),
+                 *write_text_tasks(Path(tmp), data_dir, limit)]
         by_type: dict[str, list] = {}
         for task in TaskManager(include_path=tmp, include_defaults=False).load(names)["tasks"].values():
+            task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
             task.build_all_requests(limit=limit)
             for instance in task.instances:
                 by_type.setdefault(instance.request_type, []).append(instance)

@@ -21,8 +21,9 @@ from lm_eval.defaults import DEFAULT_MAX_GEN_TOKS, DEFAULT_MAX_LENGTH
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs, resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from gap.memory.estimate import KV_TOKENS
+from gap.memory.estimate import KV_TOKENS, SCORED
 from gap.ordering import length_sorted_batches
+from gap.scoring.batching import LOGITS_BUDGET, vocab_size
 from gap.scoring.generation import generate_from
 from gap.scoring.loglikelihood import choice_logprobs
 from gap.scoring.prefill import prefill
@@ -55,8 +56,10 @@ class GapLM(TemplateLM):
 
     `max_length`: the model's context in tokens (default: as `HFLM` resolves it from the config);
     `batch_size`, `max_batch_tokens`: most requests and padded tokens a batch of scoring takes (None: no
-    limit but `batch_size`); generation holds `KV_TOKENS` x as many tokens of KV cache (None: `batch_size`
-    full-length rows); `add_bos_token`, `prefix_token_id`: as `HFLM`'s."""
+    limit but `batch_size`); a pass holds the logits of `SCORED` x as many positions (the memory preflight's
+    count; rolling windows score every position, and fewer, smaller passes took a fifth longer on a CPU);
+    generation holds `KV_TOKENS` x as many tokens of KV cache (None: `batch_size` full-length rows);
+    `add_bos_token`, `prefix_token_id`: as `HFLM`'s."""
 
     def __init__(self, model, tokenizer, max_length: int | None = None, batch_size: int = 16,
                  max_batch_tokens: int | None = 8192, share_context: bool = True, add_bos_token: bool | None = None,
@@ -66,6 +69,8 @@ class GapLM(TemplateLM):
         self._device = model.device
         self._max_length = max_length or resolve_max_length(model.config, tokenizer, default=DEFAULT_MAX_LENGTH)
         self.batch_size, self.max_batch_tokens, self.share_context = batch_size, max_batch_tokens, share_context
+        tokens = max_batch_tokens or batch_size * self._max_length
+        self.logits_budget = max(LOGITS_BUDGET, int(SCORED * tokens) * vocab_size(model))
         self.add_bos_token, self.custom_prefix_token_id = add_bos_token, prefix_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
@@ -124,8 +129,8 @@ class GapLM(TemplateLM):
         costs = [len(context) + sum(len(c) for c in continuations) for context, continuations in requests]
         results: list = [None] * len(pairs)
         for batch in length_sorted_batches(costs, self.batch_size, self.max_batch_tokens, fill=0.5):
-            scores = choice_logprobs(self.model, [requests[b] for b in batch], self.pad_id,
-                                     self.max_length + 1, self.share_context, self.max_batch_tokens, greedy=True)
+            scores = choice_logprobs(self.model, [requests[b] for b in batch], self.pad_id, self.max_length + 1,
+                                     self.share_context, self.max_batch_tokens, True, self.logits_budget)
             for b, per_choice in zip(batch, scores):
                 for i, (logprobs, greedy) in zip(owners[b], per_choice):
                     results[i] = (sum(logprobs), greedy)

@@ -103,9 +103,11 @@ def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -
 
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
-                    share_context: bool = True, max_tokens: int | None = None, greedy: bool = False) -> list:
+                    share_context: bool = True, max_tokens: int | None = None, greedy: bool = False,
+                    logits_budget: int = LOGITS_BUDGET) -> list:
     """Per-token log-probabilities of every choice of every (context, choices) request; with `greedy`, per
     choice (those log-probabilities, whether each of its tokens is the model's argmax) (`logprobs_at`).
+    A pass holds at most `logits_budget` fp32 logits.
 
     With `share_context`, each context runs once, packed with its choices in one forward pass
     (`packed_choice_logprobs`), where its packed row is no wider than the model serves exactly
@@ -118,6 +120,7 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     alone = sorted(set(range(len(requests))) - set(shared))
     pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
     return in_input_order(len(requests), [
-        (shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id, greedy=greedy)),
-        (alone, per_request([requests[i] for i in alone], continuation_logprobs(model, pairs, pad_id, max_length,
-                                                                                 max_tokens, greedy=greedy)))])
+        (shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id, logits_budget=logits_budget,
+                                        greedy=greedy)),
+        (alone, per_request([requests[i] for i in alone], continuation_logprobs(
+            model, pairs, pad_id, max_length, max_tokens, logits_budget=logits_budget, greedy=greedy)))])

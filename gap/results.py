@@ -5,7 +5,7 @@ from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from gap.data.tasks import CATEGORIES, TASKS
+from gap.data.tasks import CATEGORIES, LM_EVAL_CATEGORY, category_name, task_of
 from gap.files import write_atomic
 
 
@@ -14,24 +14,41 @@ def write_predictions(directory: Path, predictions: dict[str, list[dict]]) -> No
         write_atomic(Path(directory) / f"{task}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
-def best_epochs(history: list[dict]) -> dict:
-    """The authors' selection: per category, the evaluation with the highest average (first on ties)."""
+def selecting(metrics: dict, select_lm_eval: bool = False) -> list[str]:
+    """The categories an evaluation's metrics select on: every one whose average they hold, but lm_eval only
+    with `select_lm_eval` (`lm_eval.select`) or where it is the only one."""
+    present = [name for name, category in CATEGORIES.items() if category.average in metrics]
+    ours = [name for name in present if name != LM_EVAL_CATEGORY.name]
+    return present if select_lm_eval or not ours else ours
+
+
+def best_epochs(history: list[dict], select_lm_eval: bool = False) -> dict:
+    """The authors' selection: per category, the evaluation with the highest average (first on ties). A
+    category not selected on (lm_eval, see `selecting`) is reported at the epoch the run's first selecting
+    category chose (`selected_by`)."""
     best = {}
+    chooses = selecting(history[0]["metrics"], select_lm_eval) if history else []
     for name, category in CATEGORIES.items():
         key = category.average
         scored = [h for h in history if key in h["metrics"]]
-        if scored:
-            top = max(scored, key=lambda h: h["metrics"][key])
-            best[name] = {"epoch": top["epoch"], "step": top["step"], key: top["metrics"][key]}
+        if not scored:
+            continue
+        by = None if name in chooses else chooses[0]
+        top = max(scored, key=lambda h: h["metrics"][key]) if by is None else \
+            next(h for h in scored if h["epoch"] == best[by]["epoch"])
+        best[name] = {"epoch": top["epoch"], "step": top["step"], key: top["metrics"][key]}
+        if by is not None:
+            best[name]["selected_by"] = by
     return best
 
 
 def category_of(key: str) -> str:
-    """The category a metric key belongs to: `copa/acc` -> classification, `avg/dialog_f1` -> dialog."""
+    """The category a metric key belongs to: `copa/acc` -> classification, `avg/dialog_f1` -> dialog,
+    `lm_eval/wikitext/word_perplexity` -> lm_eval."""
     for name, category in CATEGORIES.items():
         if key == category.average:
             return name
-    return TASKS[key.split("/")[0]].category.name
+    return category_name(task_of(key))
 
 
 def selected_metrics(results: dict) -> dict[str, dict]:
@@ -53,10 +70,12 @@ def run_results(status: str, config: dict, evaluations: list[dict], error: str |
     results["seconds"] = evaluations[-1]["seconds"] if evaluations else {}  # wall time per task
     if baseline and "cached" in baseline:
         results["baseline_cache"] = baseline["cached"]
+    if evaluations and evaluations[-1].get("lm_eval"):  # the harness's own results of the last evaluation
+        results["lm_eval"] = evaluations[-1]["lm_eval"]
     if history:
         results["baseline"] = baseline["metrics"] if baseline else None
         results["history"] = history
-        results["best"] = best_epochs(history)
+        results["best"] = best_epochs(history, bool((config.get("lm_eval") or {}).get("select")))
     return results
 
 
@@ -65,17 +84,24 @@ def metric_table(results: dict) -> str:
     metrics, baseline = results["metrics"], results.get("baseline")
     history = results.get("history", [])
     best, selected = results.get("best", {}), selected_metrics(results)
-    lines = [f"{'metric':<34}{'baseline':>10}{'best':>10}  epoch"] if history else [f"{'metric':<34}{'value':>10}"]
+    width = max([34, *(len(k) + 2 for k in metrics)])  # harness metric keys run long
+    lines = [f"{'metric':<{width}}{'baseline':>10}{'best':>10}  epoch"] if history else \
+        [f"{'metric':<{width}}{'value':>10}"]
     for key in sorted(metrics, key=lambda k: (k.startswith("avg/"), k)):
         if not history:
-            lines.append(f"{key:<34}{metrics[key]:>10.4f}")
+            lines.append(f"{key:<{width}}{_cell(metrics[key])}")
             continue
         category = category_of(key)
         chosen = best.get(category)
         value = selected[category][key] if chosen else float("nan")
         base = baseline.get(key, float("nan")) if baseline else float("nan")
-        lines.append(f"{key:<34}{base:>10.4f}{value:>10.4f}  {chosen['epoch'] if chosen else '-'}")
+        lines.append(f"{key:<{width}}{_cell(base)}{_cell(value)}  {chosen['epoch'] if chosen else '-'}")
     return "\n".join(lines)
+
+
+def _cell(value: float) -> str:
+    """A value in 10 columns: 4 decimals, or 3 significant digits where that would not fit (perplexities)."""
+    return f"{value:>10.4f}" if not abs(value) >= 1e5 else f"{value:>10.3g}"
 
 
 def resources(started: float) -> dict:

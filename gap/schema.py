@@ -78,7 +78,15 @@ class Trainer(_Section):
 
 
 class Tasks(_Section):
-    include: Annotated[list[str], Field(min_length=1)]
+    include: list[str]  # may be empty where lm_eval.tasks is not (gap.train.check_config)
+
+
+class LmEval(_Section):
+    tasks: list[str]
+    include_path: str | None = None
+    num_fewshot: Annotated[int, Field(ge=0, strict=True)] | None = None
+    select: StrictBool
+    bootstrap_iters: Annotated[int, Field(ge=0, strict=True)]
 
 
 class Tracking(_Section):
@@ -96,6 +104,7 @@ class RunConfig(_Section):
     method: Method
     trainer: Trainer
     tasks: Tasks
+    lm_eval: LmEval
     tracking: Tracking
 
 

@@ -17,7 +17,7 @@ from gap.cli import command
 from gap.data.corpus import CorpusDataModule, read_corpus, select_samples
 from gap.data.evaluation import EvalDataModule, load_eval_examples
 from gap.data.random_tokens import random_token_samples
-from gap.data.tasks import TASKS, check_task_names
+from gap.data.tasks import category_name, check_task_names
 from gap.errors import ConfigError, DataError, GapError
 from gap.files import one_writer, replace_folder
 from gap.loggers import EvaluationStep, finish_loggers, make_loggers, summarize_run, track_baseline
@@ -52,6 +52,12 @@ def check_config(cfg: DictConfig) -> None:
                           f"run has none (Lightning would switch to bf16 on its own); on the CPU use 32-true or "
                           f"bf16-mixed")
     check_task_names(cfg.tasks.include)
+    if not cfg.tasks.include and not cfg.lm_eval.tasks:
+        raise ConfigError("tasks.include=[] and lm_eval.tasks=[]: no task to evaluate")
+    if cfg.lm_eval.tasks:
+        from gap.harness.tasks import check_names
+
+        check_names(list(cfg.lm_eval.tasks), cfg.lm_eval.include_path)
     check_model_config(cfg.model)
     strategy = strategy_of(cfg.trainer.get("strategy"))[0]
     if cfg.method.name == NULL_ARM and strategy != "unsharded":  # each rank would hold a shard's gradient
@@ -70,12 +76,30 @@ def check_config(cfg: DictConfig) -> None:
     check_memory(cfg)
 
 
-def read_inputs(cfg: DictConfig) -> tuple[dict, dict | None, list[str] | None]:
-    """The evaluation examples of every task (and, with `eval.heldout`, the held-out ones) and the corpus
-    samples: read (and checked) before loading a model."""
+def harness_suite(cfg: DictConfig):
+    """The run's lm-evaluation-harness tasks (`lm_eval.tasks`), loaded (`gap.harness.tasks.HarnessSuite`), or
+    None without any."""
+    if not cfg.lm_eval.tasks:
+        return None
+    from gap.harness.tasks import HarnessSuite
+
+    lm_options = dict(max_length=cfg.model.max_length, batch_size=cfg.eval.batch_size,
+                      max_batch_tokens=cfg.eval.max_batch_tokens, share_context=cfg.eval.share_context)
+    return HarnessSuite(list(cfg.lm_eval.tasks), cfg.lm_eval.include_path, cfg.lm_eval.num_fewshot,
+                        cfg.lm_eval.bootstrap_iters, lm_options)
+
+
+def read_inputs(cfg: DictConfig, harness=None) -> tuple[dict, dict | None, list[str] | None]:
+    """The evaluation examples of every task (and, with `eval.heldout`, the held-out ones), with the documents
+    of the `harness` units (`harness_suite`), and the corpus samples: read (and checked) before loading a
+    model."""
     args = (cfg.paths.data_dir, cfg.tasks.include, cfg.eval.split, cfg.eval.limit, cfg.eval.prompt_style)
     examples = load_eval_examples(*args)
     heldout = load_eval_examples(*args, heldout=True) if cfg.eval.heldout and cfg.method.name != "none" else None
+    if harness is not None:
+        examples |= harness.examples(cfg.eval.limit)
+        if heldout is not None:
+            heldout |= harness.examples(cfg.eval.limit, heldout=True)
     texts = None
     if cfg.method.name != "none" and cfg.corpus.name == "random_tokens":
         texts = random_token_samples(cfg.corpus.index, cfg.corpus.num_samples, cfg.corpus.length)
@@ -103,11 +127,11 @@ def make_evaldata(cfg: DictConfig, examples: dict, tokenizer) -> EvalDataModule:
                           cfg.eval.max_new_tokens, cfg.eval.prompt_style, evaluation_ranks(cfg))
 
 
-def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str]) -> GAPModule:
+def make_module(cfg: DictConfig, model, tokenizer, tasks: list[str], harness=None) -> GAPModule:
     sharded = parameters_sharded(plan_of(cfg).strategy)
     return GAPModule(model, tokenizer, tasks, cfg.method.name, cfg.optim.lr, cfg.optim.betas, scoring_of(cfg),
                      split_batches=not sharded, beta=cfg.method.get("beta"),
-                     direction_seed=cfg.method.get("direction_seed"))
+                     direction_seed=cfg.method.get("direction_seed"), harness=harness)
 
 
 def make_trainer(cfg: DictConfig, model, **kwargs) -> L.Trainer:
@@ -139,9 +163,9 @@ def run_baseline(cfg: DictConfig, examples: dict, trainer, module: GAPModule, ev
         logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
 
 
-def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label: str = "eval") -> dict:
+def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label: str = "eval", harness=None) -> dict:
     """One evaluation of `data`'s tasks outside the run's history and loggers (held-out evaluations)."""
-    module = make_module(cfg, model, tokenizer, data.tasks)
+    module = make_module(cfg, model, tokenizer, data.tasks, harness)
     trainer = make_trainer(cfg, model, logger=False, callbacks=[ConsoleProgress(label)])
     trainer.validate(module, datamodule=data, verbose=False)
     return module.evaluations[-1]
@@ -163,7 +187,7 @@ def heldout_data(cfg: DictConfig, examples: dict, tokenizer) -> dict[str, EvalDa
     """The held-out examples as one data module per category (each category's selected weights differ)."""
     by_category: dict[str, dict] = {}
     for task, exs in examples.items():
-        by_category.setdefault(TASKS[task].category.name, {})[task] = exs
+        by_category.setdefault(category_name(task), {})[task] = exs
     return {category: make_evaldata(cfg, exs, tokenizer) for category, exs in by_category.items()}
 
 
@@ -173,14 +197,15 @@ def merged(evaluations: list[dict]) -> dict:
 
 
 def run_heldout(cfg: DictConfig, model, tokenizer, data: dict[str, EvalDataModule], keeper: KeepSelectedWeights,
-                baseline: dict) -> dict:
-    """The selected weights of each category on its tasks' held-out examples, beside the baseline's."""
+                baseline: dict, harness=None) -> dict:
+    """The selected weights of each category on its tasks' held-out examples, beside the baseline's (a
+    category reported at another's selection, lm_eval by default, under that one's weights)."""
     evaluations = []
     for category, (_, weights) in keeper.weights.items():
         model.load_state_dict(weights)
-        if cfg.save_checkpoint:
+        if cfg.save_checkpoint and category not in keeper.followers:
             save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-        evaluations.append(evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}"))
+        evaluations.append(evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}", harness))
     selected = {**merged(evaluations), "epochs": {c: epoch for c, (epoch, _) in keeper.weights.items()}}
     return {"baseline": baseline, "selected": selected}
 
@@ -217,7 +242,8 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
     module, loggers, status = None, [], "failed"
     try:
         check_config(cfg)
-        examples, heldout, texts = read_inputs(cfg)
+        harness = harness_suite(cfg)
+        examples, heldout, texts = read_inputs(cfg, harness)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # the corpus samples are checked with the tokenizer before the model loads
         tokenizer = kept_tokenizer(cfg.model) or load_tokenizer(cfg.model)
@@ -227,11 +253,11 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
             corpus.setup("fit")
         tokenizer, model = load_pretrained(cfg.model, keep=in_multirun(), tokenizer=tokenizer)
         evaldata = make_evaldata(cfg, examples, tokenizer)
-        module = make_module(cfg, model, tokenizer, cfg.tasks.include)
+        module = make_module(cfg, model, tokenizer, evaldata.tasks, harness)
         held = heldout_data(cfg, heldout, tokenizer) if heldout else None
         loggers = make_loggers(cfg.get("logger"), config)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-        keeper, progress = KeepSelectedWeights(), ConsoleProgress()
+        keeper, progress = KeepSelectedWeights(cfg.lm_eval.select), ConsoleProgress()
         trainer = make_trainer(cfg, model, logger=loggers or False,
                                callbacks=[*callbacks, progress, EvaluationStep(), _WriteAfterEvaluation(writer),
                                           *([keeper] if held else [])])
@@ -239,7 +265,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
         run_baseline(cfg, examples, trainer, module, evaldata, loggers, progress)
         track_baseline(loggers, module.evaluations[0]["metrics"])
         if held:
-            heldout_baseline = merged([evaluate_once(cfg, model, tokenizer, data, f"held-out {category}")
+            heldout_baseline = merged([evaluate_once(cfg, model, tokenizer, data, f"held-out {category}", harness)
                                        for category, data in held.items()])
         if corpus is not None:
             module.train()  # as loaded, the model is in eval mode; dropout is off either way
@@ -249,7 +275,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
         if cfg.save_checkpoint:
             save_checkpoint(model, tokenizer, out_dir / "checkpoint")
         if held and keeper.weights:
-            heldout_results = run_heldout(cfg, model, tokenizer, held, keeper, heldout_baseline)
+            heldout_results = run_heldout(cfg, model, tokenizer, held, keeper, heldout_baseline, harness)
             for name, part in heldout_results.items():
                 for logger in loggers:
                     logger.log_metrics({f"heldout/{name}/{k}": v for k, v in part["metrics"].items()})

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from gap.data.encoding import encode
 from gap.data.harness import HarnessExample, encode_pair, load_harness_examples
-from gap.data.tasks import TASKS, Example, load_examples, task_file
+from gap.data.tasks import LM_EVAL_PREFIX, TASKS, Example, load_examples, task_file
 from gap.memory.estimate import KV_TOKENS
 from gap.ordering import length_sorted_batches
 
@@ -89,8 +89,9 @@ def load_eval_examples(data_dir: Path, tasks: list[str], split: str, limit: int 
 class EvalDataModule(L.LightningDataModule):
     """The evaluation tasks, in the order given: `setup` tokenises every example once and groups each
     task's examples into length-sorted batches: a classification task's of `batch_size` examples and
-    `max_batch_tokens`, a dialogue task's as large as the KV cache allows; `val_dataloader` gives one
-    dataloader per task."""
+    `max_batch_tokens`, a dialogue task's as large as the KV cache allows; a harness unit's documents
+    (`lm_eval/<name>`, `gap.harness.tasks.HarnessDoc`) are one batch, which the harness evaluates whole;
+    `val_dataloader` gives one dataloader per task."""
 
     def __init__(self, examples: dict[str, list], tokenizer, max_length: int, batch_size: int,
                  max_batch_tokens: int | None = None, max_new_tokens: int = 32, prompt_style: str = "gap",
@@ -108,6 +109,10 @@ class EvalDataModule(L.LightningDataModule):
         if self.items:
             return
         for task, examples in self.examples.items():
+            if task.startswith(LM_EVAL_PREFIX):
+                self.items[task] = list(examples)
+                self.batches[task] = [list(range(len(examples)))] if examples else []
+                continue
             items = [tokenize_example(task, ex, self.tokenizer, self.max_length, self.prompt_style) for ex in examples]
             self.items[task] = items
             costs = [it.cost(self.max_new_tokens) for it in items]

@@ -4,20 +4,20 @@ into the local caches, on a machine with network (a cluster's login node) for no
 Tasks come from the hub datasets lm-evaluation-harness uses (needs the `datasets` package:
 `pip install 'gap[fetch]'`), written as `tasks/<task>/<split>.jsonl` with the hub field names; pubmed_qa,
 the dialogue tasks and the corpora come from the GAP authors' released files (`sources.gap_files`),
-converted to the same layout. Models go to the Hugging Face cache. With no network it stops at once.
+converted to the same layout. Models go to the Hugging Face cache, and the datasets of the harness tasks
+`lm_eval.tasks=[...]` (`gap.harness`) to the datasets cache. With no network it stops at once.
 """
 import csv
 import io
 import json
 import os
-import socket
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 from gap.data.tasks import DIALOGUE
 from gap.errors import ConfigError
 from gap.files import write_atomic
+from gap.hub import hub_endpoint, reachable
 
 HUB_TASKS = {  # ours: (hub dataset, config, our split -> hub split), as lm-evaluation-harness 0.4 reads them
     "piqa": ("baber/piqa", None, {"validation": "validation"}),
@@ -30,22 +30,6 @@ HUB_TASKS = {  # ours: (hub dataset, config, our split -> hub split), as lm-eval
 }
 CORPORA = {"github": "train_data/github.csv", "pile_cc": "train_data/pile-cc.csv",
            "tdec": "train_data/lm_extraction.csv"}
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-
-
-def reachable(url: str, timeout: float = 5.0) -> bool:
-    """A `file://` folder exists, or the URL's host accepts a connection."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(parsed.path).is_dir()
-    try:
-        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _read(base: str, path: str) -> str:
@@ -98,12 +82,14 @@ def fetch(cfg) -> dict[str, int]:
     models = list(cfg.fetch.models)
     if cfg.get("model") and cfg.model.get("path") and not Path(cfg.model.path).exists():
         models.append(cfg.model.path)  # `model=opt-350m`: its hub id
-    needs = {"the Hugging Face hub": hub_endpoint()} if cfg.fetch.hub_tasks or models else {}
+    harness = list(cfg.lm_eval.tasks)
+    needs = {"the Hugging Face hub": hub_endpoint()} if cfg.fetch.hub_tasks or models or harness else {}
     if cfg.fetch.gap_files:
         needs["the GAP authors' files"] = cfg.sources.gap_files
     down = [f"{what} ({url})" for what, url in needs.items() if not reachable(url)]
     if down:
-        raise ConfigError(f"cannot reach {' and '.join(down)}: run `python -m gap.data fetch` on a machine with "
+        command = "python -m gap.data fetch" + (f" lm_eval.tasks=[{','.join(harness)}]" if harness else "")
+        raise ConfigError(f"cannot reach {' and '.join(down)}: run `{command}` on a machine with "
                           f"network (a login node), then point GAP_DATA_DIR / HF_HOME at what it wrote")
     data_dir = Path(cfg.paths.data_dir)
     counts = fetch_gap_files(cfg.sources.gap_files, data_dir) if cfg.fetch.gap_files else {}
@@ -113,4 +99,8 @@ def fetch(cfg) -> dict[str, int]:
         from huggingface_hub import snapshot_download
 
         counts[f"model {model}"] = len(os.listdir(snapshot_download(model)))
+    if harness:
+        from gap.harness.tasks import fetch_datasets
+
+        counts |= fetch_datasets(harness, cfg.lm_eval.include_path)
     return counts

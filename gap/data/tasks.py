@@ -97,7 +97,11 @@ class Category:
 
 CLASSIFICATION_CATEGORY = Category("classification", "acc")  # choices scored by log-likelihood; accuracy
 DIALOG_CATEGORY = Category("dialog", "f1")                   # greedy replies; unigram F1
-CATEGORIES = {c.name: c for c in (CLASSIFICATION_CATEGORY, DIALOG_CATEGORY)}
+# lm-evaluation-harness tasks (`gap.harness`, `lm_eval/<name>`): each its primary metric, signed so that
+# higher is better (`score`); selected on only with `lm_eval.select` or in a run of harness tasks alone
+LM_EVAL_CATEGORY = Category("lm_eval", "score")
+LM_EVAL_PREFIX = "lm_eval/"
+CATEGORIES = {c.name: c for c in (CLASSIFICATION_CATEGORY, DIALOG_CATEGORY, LM_EVAL_CATEGORY)}
 AVERAGES = {name: c.average for name, c in CATEGORIES.items()}  # category -> its average's metric key
 
 
@@ -128,6 +132,16 @@ TASKS = {t.name: t for t in [
 ]}
 CLASSIFICATION = CLASSIFICATION_CATEGORY.tasks
 DIALOGUE = DIALOG_CATEGORY.tasks
+
+
+def task_of(key: str) -> str:
+    """The task of a metric key: `copa/acc` -> copa, `lm_eval/gsm8k/exact_match,strict-match` -> lm_eval/gsm8k."""
+    return key.rsplit("/", 1)[0]
+
+
+def category_name(task: str) -> str:
+    """A task's category: ours from `TASKS`, a harness unit's (`lm_eval/<name>`) lm_eval."""
+    return LM_EVAL_CATEGORY.name if task.startswith(LM_EVAL_PREFIX) else TASKS[task].category.name
 
 
 def check_task_names(names) -> None:

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from gap.data.tasks import LM_EVAL_PREFIX
 from gap.modules.objectives import NULL_ARM, objective, random_direction, sequence_logprob
 from gap.scoring.evaluator import Scoring, score_batch
 from gap.scoring.linear import onednn_linears
@@ -22,18 +23,20 @@ class GAPModule(L.LightningModule):
     `evaluations` with its metrics and per-example predictions.
 
     Under data parallelism each rank scores every `world_size`-th batch; the records are gathered and
-    the metrics computed from them in example order, so they equal a single process's."""
+    the metrics computed from them in example order, so they equal a single process's. A harness unit
+    (`lm_eval/<name>`, one batch of its documents) is evaluated by `harness` (`gap.harness.tasks.HarnessSuite`),
+    which gives its logged samples as records and the harness's results (`lm_eval` in the evaluation)."""
 
     def __init__(self, model, tokenizer, tasks: list[str], method: str, lr: float, betas=(0.9, 0.98),
                  scoring: Scoring = Scoring(), split_batches: bool = True, beta: float | None = None,
-                 direction_seed="0"):
+                 direction_seed="0", harness=None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.tasks, self.method, self.beta = list(tasks), method, beta
         self.direction_seed = direction_seed
         self.references: list[torch.Tensor] = []  # npo: each sample's log-likelihood under the unchanged model
         self.lr, self.betas = lr, tuple(betas)
-        self.scoring, self.split_batches = scoring, split_batches
+        self.scoring, self.split_batches, self.harness = scoring, split_batches, harness
         self.evaluations: list[dict] = []
         self.last_train_nll: float | None = None
         self.last_step_taken: bool | None = None  # False when the step was skipped (fp16 overflow, divergence)
@@ -42,6 +45,7 @@ class GAPModule(L.LightningModule):
         self._predictions: dict[str, list[dict]] = {}
         self._seconds: dict[str, float] = {}
         self._evaluating = ExitStack()  # an evaluation's engine state (weights packed once for its batches)
+        self._sections: dict[str, dict] = {}  # harness unit -> the harness's results
 
     # ---- the ascent step -------------------------------------------------------------------
     def on_train_start(self):
@@ -116,27 +120,35 @@ class GAPModule(L.LightningModule):
             return
         task = self.tasks[dataloader_idx]
         start = time.perf_counter()
-        records = score_batch(self.model, self.tokenizer, task, batch, self.scoring)
+        if task.startswith(LM_EVAL_PREFIX):
+            records, self._sections[task] = self.harness.evaluate(self.model, self.tokenizer, task, batch)
+        else:
+            records = score_batch(self.model, self.tokenizer, task, batch, self.scoring)
         self._seconds[task] = self._seconds.get(task, 0.0) + time.perf_counter() - start
         self._predictions.setdefault(task, []).extend(records)
 
-    def _gathered(self) -> tuple[dict[str, list[dict]], dict[str, float]]:
-        """Every rank's records (in example order) and the slowest rank's seconds per task."""
-        predictions, seconds = self._predictions, self._seconds
+    def _gathered(self) -> tuple[dict[str, list[dict]], dict[str, float], dict[str, dict]]:
+        """Every rank's records (in example order), the slowest rank's seconds per task and the harness's
+        results of each unit."""
+        predictions, seconds, sections = self._predictions, self._seconds, self._sections
         if self._shard()[1] > 1 and dist.is_available() and dist.is_initialized():
             parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, (predictions, seconds))
-            predictions = {t: [r for p, _ in parts for r in p.get(t, [])] for t in self.tasks}
-            seconds = {t: max(s.get(t, 0.0) for _, s in parts) for t in self.tasks}
-        return {t: sorted(predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}, seconds
+            dist.all_gather_object(parts, (predictions, seconds, sections))
+            predictions = {t: [r for p, _, _ in parts for r in p.get(t, [])] for t in self.tasks}
+            seconds = {t: max(s.get(t, 0.0) for _, s, _ in parts) for t in self.tasks}
+            sections = {t: h for _, _, part in parts for t, h in part.items()}
+        return ({t: sorted(predictions.get(t, []), key=lambda r: r["index"]) for t in self.tasks}, seconds,
+                {t: sections[t] for t in self.tasks if t in sections})
 
     def on_validation_epoch_end(self):
         self._evaluating.close()
-        predictions, seconds = self._gathered()
-        self._predictions, self._seconds = {}, {}
+        predictions, seconds, sections = self._gathered()
+        self._predictions, self._seconds, self._sections = {}, {}, {}
         if self.trainer.sanity_checking:
             return
-        metrics = evaluation_metrics(predictions, self.scoring.harness)
+        ours = {t: records for t, records in predictions.items() if not t.startswith(LM_EVAL_PREFIX)}
+        units = {k: v for unit, section in sections.items() for k, v in self.harness.metrics(unit, section).items()}
+        metrics = evaluation_metrics(ours, self.scoring.harness, units)
         # equal on every rank (gathered): the sync averages equal values
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=1, sync_dist=True)
         self.evaluations.append({
@@ -147,5 +159,6 @@ class GAPModule(L.LightningModule):
             "metrics": metrics,
             "seconds": {t: round(s, 3) for t, s in seconds.items()},
             "predictions": predictions,
+            "lm_eval": sections,
         })
 

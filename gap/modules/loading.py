@@ -12,8 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gap.data.fetch import hub_endpoint, reachable
 from gap.errors import ConfigError, DataError, ModelLoadError
+from gap.hub import hub_endpoint, reachable
 from gap.memory.arch import check_gguf
 from gap.modules.random_init import byte_tokenizer, random_init_config
 from gap.schema import DTYPE_NAMES

@@ -1,6 +1,6 @@
 """What the console shows while a run evaluates: per task, examples done of total and examples/s (on
 one line, rewritten, when the console is a terminal); per evaluation, one line with the step, the
-sample's NLL and the category averages against the unchanged model's."""
+sample's NLL, the category averages and each harness task's primary metric against the unchanged model's."""
 import sys
 import time
 
@@ -64,11 +64,14 @@ class ConsoleProgress(L.Callback):
         parts = [f"{self.label} {head:<9}"]
         if evaluation.get("train_nll") is not None:
             parts.append(f"sample NLL {evaluation['train_nll']:.3f}")
-        for category in CATEGORIES.values():
-            if category.average in metrics:
-                value = metrics[category.average]
+        # each category's average, and each harness unit's primary metric (where its score is one metric)
+        shown = [c.average for c in CATEGORIES.values()]
+        shown += [next(iter(s["score"])) for s in evaluation.get("lm_eval", {}).values() if len(s["score"]) == 1]
+        for key in shown:
+            if key in metrics:
+                value = metrics[key]
                 change = ""
-                if self.baseline is not None and evaluation["epoch"] is not None:
-                    change = f" ({value - self.baseline[category.average]:+.4f})"
-                parts.append(f"{category.average} {value:.4f}{change}")
+                if self.baseline is not None and evaluation["epoch"] is not None and key in self.baseline:
+                    change = f" ({value - self.baseline[key]:+.4f})"
+                parts.append(f"{key} {value:.4f}{change}")
         self._print(" | ".join(parts))

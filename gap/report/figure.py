@@ -9,7 +9,8 @@ from matplotlib.patches import Patch
 from gap.data.tasks import CATEGORIES
 from gap.report.runs import NULL_ARM, Results, method_order, model_order, next_larger, null_arm_of
 
-LABELS = {"classification": "Classification: average accuracy (8 tasks)", "dialog": "Dialogue: average F1 (4 tasks)"}
+LABELS = {"classification": "Classification: average accuracy (8 tasks)", "dialog": "Dialogue: average F1 (4 tasks)",
+          "lm_eval": "lm-evaluation-harness tasks: average score"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean, mode
 
 from gap.data.jsonl import read_text
-from gap.data.tasks import CATEGORIES
+from gap.data.tasks import CATEGORIES, LM_EVAL_CATEGORY, LM_EVAL_PREFIX
 from gap.errors import DataError
 from gap.files import read_results
 from gap.modules.objectives import NULL_ARM
@@ -112,6 +112,9 @@ def next_larger(model: str, models) -> str | None:
 
 
 def category_metrics(metrics: dict, category: str) -> dict:
+    """A category's per-task metrics: accuracies, F1s, or every metric of the harness tasks."""
+    if category == LM_EVAL_CATEGORY.name:
+        return {k: v for k, v in metrics.items() if k.startswith(LM_EVAL_PREFIX)}
     suffixes = ("/acc", "/acc_norm") if category == "classification" else ("/f1",)
     return {k: v for k, v in metrics.items() if not k.startswith("avg/") and k.endswith(suffixes)}
 

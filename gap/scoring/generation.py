@@ -145,12 +145,13 @@ class _Static:
 @with_onednn_linears
 @torch.no_grad()
 def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: list[str],
-                  static: bool | None = None) -> list[str]:
+                  static: bool | None = None, eos_ids: list[int] | None = None) -> list[str]:
     """Greedy continuations of prefilled contexts, decoded and cut at the first stop string.
 
-    A row finishes at EOS or once its decoded text holds a stop string; generation ends when all rows
-    have. Finished rows are masked out (no model FLOPs are counted for them); growing decoding drops them
-    from the batch once they are half of it (dropping copies the cache, so not at every finish).
+    A row finishes at EOS (the tokenizer's, or any of `eos_ids`: what the model's `generate` stops at) or
+    once its decoded text holds a stop string; generation ends when all rows have. Finished rows are masked
+    out (no model FLOPs are counted for them); growing decoding drops them from the batch once they are half
+    of it (dropping copies the cache, so not at every finish).
     `static`: steps of fixed shapes, graphed on a GPU; by default on a GPU, where the model's masks are
     wholly the engine's (`attention_of`: every layer's limits rebuilt in the mask). `state` is used up.
     """
@@ -163,6 +164,7 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
     decoder = (_Static(model, state, max_new_tokens, graph=device.type == "cuda") if static
                else _Growing(model, state, max_new_tokens))
     eos = tokenizer.eos_token_id
+    ends = {eos} if eos_ids is None else set(eos_ids)
     generated = [[] for _ in state.lengths]
     rows = list(range(len(generated)))  # the original row of each batch row
     live = [True] * len(rows)
@@ -171,7 +173,7 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
         for i, token in enumerate(logits.argmax(-1).tolist()):
             if not live[i]:
                 continue
-            if token == eos:
+            if token in ends:
                 live[i] = False
                 continue
             generated[rows[i]].append(token)

@@ -6,7 +6,7 @@ from gap.scoring.attention import attention_of
 from gap.scoring.batching import FILL, LOGITS_BUDGET, left_pad, vocab_size
 from gap.scoring.linear import with_onednn_linears
 from gap.scoring.packing import Segment, packed_forward, packed_rows
-from gap.scoring.prefill import logprobs_at, token_logprobs
+from gap.scoring.prefill import logprobs_at
 
 
 def fits(context: list[int], continuations: list[list[int]], max_length: int) -> bool:
@@ -18,21 +18,22 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
 
 @with_onednn_linears
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
-                          max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET) -> list[list[float]]:
+                          max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET,
+                          greedy: bool = False) -> list:
     """Per-token log-probabilities of each continuation after its context, every pair on its own row, in
     passes of at most `max_tokens` padded tokens whose logits fit `logits_budget` (`length_sorted_batches`;
-    a pair over a budget runs alone)."""
+    a pair over a budget runs alone). `greedy`: as `logprobs_at`."""
     widths = [min(len(ctx) + len(cont), max_length) for ctx, cont in pairs]
     kept = [min(len(cont), max_length - 1) + 1 for _, cont in pairs]
     groups = length_sorted_batches(widths, len(pairs), max_tokens, fill=None, kept=kept,
                                    max_positions=logits_budget // vocab_size(model))
-    return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length))
-                                       for g in groups])
+    return in_input_order(len(pairs), [(g, _continuation_pass(model, [pairs[i] for i in g], pad_id, max_length,
+                                                              greedy)) for g in groups])
 
 
 @torch.no_grad()
-def _continuation_pass(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
-                       max_length: int) -> list[list[float]]:
+def _continuation_pass(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
+                       greedy: bool = False) -> list:
     """One forward pass: each pair (context ids, continuation ids) is seen as
     `(context + continuation)[-max_length:]`; only the last `len(continuation) + 1` positions go
     through the output layer."""
@@ -42,9 +43,9 @@ def _continuation_pass(model, pairs: list[tuple[list[int], list[int]]], pad_id: 
     keep = max(len(c) for c in conts) + 1
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                    logits_to_keep=keep, use_cache=False).logits
-    # the logits at kept index j predict the token at kept index j + 1
-    scores = token_logprobs(logits[:, :-1], ids[:, -(keep - 1):]).cpu()
-    return [scores[row, keep - 1 - len(cont):].tolist() for row, cont in enumerate(conts)]
+    # the logits at kept index j predict the token at kept index j + 1: a continuation of n tokens, the last n
+    return logprobs_at(logits, [(row, range(keep - 1 - len(cont), keep - 1)) for row, cont in enumerate(conts)],
+                       conts, greedy)
 
 
 def packed_width(context: list[int], choices: list[list[int]]) -> int:
@@ -68,7 +69,7 @@ def pack(requests: list[tuple[list[int], list[list[int]]]], pad_id: int):
 
 
 @torch.no_grad()
-def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int) -> list[list[float]]:
+def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, greedy: bool = False) -> list:
     """Per-token log-probabilities of every choice of every request (flat, in order), from one forward
     pass over packed rows (`pack`): no cache copies, no second pass. Only the positions from each row's
     last context token on reach the output layer (`logits_to_keep`)."""
@@ -77,11 +78,11 @@ def packed_pass(model, requests: list[tuple[list[int], list[list[int]]]], pad_id
     keep = width - min(cols[0] for _, cols in where)
     logits = packed_forward(model, packed, keep, use_cache=False).logits
     return logprobs_at(logits, [(r, [c - (width - keep) for c in cols]) for r, cols in where],
-                       [c for _, choices in requests for c in choices])
+                       [c for _, choices in requests for c in choices], greedy)
 
 
 def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,
-                           fill: float = FILL, logits_budget: int = LOGITS_BUDGET) -> list[list[list[float]]]:
+                           fill: float = FILL, logits_budget: int = LOGITS_BUDGET, greedy: bool = False) -> list:
     """Per-token log-probabilities of every choice of every request, in packed passes (`packed_pass`).
 
     Rows go widest first; a pass closes at a row narrower than `fill` x its widest, so that padding stays
@@ -93,7 +94,7 @@ def packed_choice_logprobs(model, requests: list[tuple[list[int], list[list[int]
     groups = length_sorted_batches(widths, len(widths), fill=fill, kept=kept,
                                    max_positions=logits_budget // vocab_size(model))
     return in_input_order(len(requests), [(g, per_request([requests[i] for i in g], packed_pass(
-        model, [requests[i] for i in g], pad_id))) for g in groups])
+        model, [requests[i] for i in g], pad_id, greedy))) for g in groups])
 
 
 def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -> list[list]:
@@ -105,8 +106,11 @@ def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -
 @with_onednn_linears
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
-                    share_context: bool = True, max_tokens: int | None = None) -> list[list[list[float]]]:
-    """Per-token log-probabilities of every choice of every (context, choices) request.
+                    share_context: bool = True, max_tokens: int | None = None, greedy: bool = False,
+                    logits_budget: int = LOGITS_BUDGET) -> list:
+    """Per-token log-probabilities of every choice of every (context, choices) request; with `greedy`, per
+    choice (those log-probabilities, whether each of its tokens is the model's argmax) (`logprobs_at`).
+    A pass holds at most `logits_budget` fp32 logits.
 
     With `share_context`, each context runs once, packed with its choices in one forward pass
     (`packed_choice_logprobs`), where its packed row is no wider than the model serves exactly
@@ -119,6 +123,7 @@ def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pa
     alone = sorted(set(range(len(requests))) - set(shared))
     pairs = [(requests[i][0], c) for i in alone for c in requests[i][1]]
     return in_input_order(len(requests), [
-        (shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id)),
-        (alone, per_request([requests[i] for i in alone], continuation_logprobs(model, pairs, pad_id, max_length,
-                                                                                 max_tokens)))])
+        (shared, packed_choice_logprobs(model, [requests[i] for i in shared], pad_id, logits_budget=logits_budget,
+                                        greedy=greedy)),
+        (alone, per_request([requests[i] for i in alone], continuation_logprobs(
+            model, pairs, pad_id, max_length, max_tokens, logits_budget=logits_budget, greedy=greedy)))])

@@ -7,7 +7,7 @@ import torch
 from torchmetrics.functional import accuracy
 from torchmetrics.functional.text import squad
 
-from gap.data.tasks import CATEGORIES, TASKS
+from gap.data.tasks import CATEGORIES, LM_EVAL_CATEGORY, LM_EVAL_PREFIX, TASKS, task_of
 
 DECIMALS = 6
 
@@ -43,18 +43,23 @@ def task_metrics(task: str, records: list[dict], harness: bool = False) -> dict[
 
 
 def with_averages(metrics: dict[str, float]) -> dict[str, float]:
-    """`metrics` and, per category with a task among them, the mean of its tasks' headline metric."""
+    """`metrics` and, per category with a task among them, the mean of its tasks' headline metric (the
+    harness units' in the order they come)."""
     out = dict(metrics)
+    units = list(dict.fromkeys(task_of(k) for k in metrics if k.startswith(LM_EVAL_PREFIX)))
     for category in CATEGORIES.values():
-        values = [metrics[f"{t}/{category.metric}"] for t in category.tasks if f"{t}/{category.metric}" in metrics]
+        tasks = units if category == LM_EVAL_CATEGORY else category.tasks
+        values = [metrics[f"{t}/{category.metric}"] for t in tasks if f"{t}/{category.metric}" in metrics]
         if values:
             out[category.average] = sum(values) / len(values)
     return out
 
 
-def evaluation_metrics(predictions: dict[str, list[dict]], harness: bool = False) -> dict[str, float]:
-    """Every task's metrics and the category averages, from per-example records by task."""
-    metrics = {}
+def evaluation_metrics(predictions: dict[str, list[dict]], harness: bool = False,
+                       more: dict[str, float] | None = None) -> dict[str, float]:
+    """Every task's metrics (and `more`: those of harness units) and the category averages, from per-example
+    records by task."""
+    metrics = dict(more or {})
     for task, records in predictions.items():
         metrics |= task_metrics(task, records, harness)
     return with_averages(metrics)

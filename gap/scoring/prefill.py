@@ -194,15 +194,23 @@ def _joined(parts: list[tuple[list[int], Prefill]], total: int, room: int) -> Pr
 
 
 def logprobs_at(logits: torch.Tensor, spans: list[tuple[int, range | list[int]]],
-                targets: list[list[int]]) -> list[list[float]]:
+                targets: list[list[int]], greedy: bool = False) -> list:
     """Per span (a row of `logits` and the columns that predict its target's tokens), the log-probability
-    of each target token, all gathered at once."""
+    of each target token, all gathered at once. With `greedy`, per span (those log-probabilities, whether
+    every target token is the logits' argmax: lm-evaluation-harness's `is_greedy`).
+
+    The log-sum-exp runs over every position of `logits` (the kept ones, nearly all scored) and only its
+    values are gathered: gathering the positions' whole rows of logits first took twice as long."""
     device = logits.device
     rows = torch.tensor([r for r, cols in spans for _ in cols], dtype=torch.long, device=device)
     cols = torch.tensor([c for _, cols in spans for c in cols], dtype=torch.long, device=device)
     flat = torch.tensor([t for target in targets for t in target], dtype=torch.long, device=device)
-    scores = iter(token_logprobs(logits[rows, cols], flat).tolist())
-    return [[next(scores) for _ in cols] for _, cols in spans]
+    scores = iter((logits[rows, cols, flat].float() - logits.float().logsumexp(-1)[rows, cols]).tolist())
+    per_span = [[next(scores) for _ in cols] for _, cols in spans]
+    if not greedy:
+        return per_span
+    hits = iter((logits.argmax(-1)[rows, cols] == flat).tolist())
+    return [(span, all([next(hits) for _ in span])) for span in per_span]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@ checkpoints as `model` artifacts (by reference unless asked: a 2.7B model is not
 aliased `last` and `selected-<category>`."""
 from pathlib import Path
 
-CHECKPOINTS = {"checkpoint": "last", "checkpoint-selected-classification": "selected-classification",
-               "checkpoint-selected-dialog": "selected-dialog"}  # folder (gap.train) -> alias
+from gap.data.tasks import CATEGORIES
+
+# folder (gap.train) -> alias
+CHECKPOINTS = {"checkpoint": "last", **{f"checkpoint-selected-{c}": f"selected-{c}" for c in CATEGORIES}}
 
 
 def log_results(run, out_dir: Path, status: str) -> None:

@@ -6,13 +6,15 @@ from gap.results import selected_metrics
 
 STEP = "trainer/global_step"
 PREFIXES = ("val/", "delta/", "train/", "heldout/")  # what we define; Lightning's `epoch` keeps its default
-HIGHER_IS_BETTER = ("acc", "acc_norm", "f1")
-LOWER_IS_BETTER = ("loss", "nll")
+# the last part of a key (lm-evaluation-harness's metric names among them, `,<filter>` dropped)
+HIGHER_IS_BETTER = ("acc", "acc_norm", "f1", "score", "exact_match", "mcc", "bleu")
+LOWER_IS_BETTER = ("loss", "nll", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
 def summary_of(key: str) -> str:
-    """The summaries of a key, from its last part (`val/copa/acc`: acc; `val/avg/dialog_f1`: f1)."""
-    name = key.rsplit("/", 1)[-1]
+    """The summaries of a key, from its last part (`val/copa/acc`: acc; `val/avg/dialog_f1`: f1;
+    `val/lm_eval/gsm8k/exact_match,strict-match`: exact_match)."""
+    name = key.rsplit("/", 1)[-1].split(",")[0]
     if name in HIGHER_IS_BETTER or name.endswith(tuple(f"_{n}" for n in HIGHER_IS_BETTER)):
         return "first,max,last"
     if name in LOWER_IS_BETTER:

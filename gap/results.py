@@ -3,8 +3,6 @@ import json
 import time
 from pathlib import Path
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-
 from gap.data.tasks import CATEGORIES, LM_EVAL_CATEGORY, category_name, task_of
 from gap.files import write_atomic
 
@@ -133,6 +131,8 @@ class ResultsWriter:
         results = run_results(status, self.config, evaluations, error)
         if used:
             results["resources"] = used
+        from lightning.fabric.utilities.rank_zero import rank_zero_only  # gap.report reads results without torch
+
         if rank_zero_only.rank != 0:
             return results
         if heldout:

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from gap.errors import ConfigError
 
+NULL_ARM = "random_direction"  # the method whose steps take a random direction (gap.modules.objectives)
+
 Positive = Annotated[int, Field(gt=0, strict=True)]
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # model.dtype: the torch dtypes of these names
 Probability = Annotated[float, Field(ge=0, lt=1)]
@@ -66,7 +68,7 @@ class LoRA(_Section):
 
 
 class Method(_Section):
-    name: Literal["gap", "gap_legacy", "npo", "mle", "random_direction", "none"]
+    name: Literal["gap", "gap_legacy", "npo", "mle", "random_direction", "none"]  # random_direction: NULL_ARM
     beta: Annotated[float, Field(gt=0)] | None = None  # npo
     direction_seed: str | None = None  # random_direction
     lora: LoRA | None = None

@@ -27,11 +27,10 @@ from gap.modules.callbacks import KeepSelectedWeights
 from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
 from gap.modules.lora import lora_adapter
-from gap.modules.objectives import NULL_ARM
 from gap.modules.progress import ConsoleProgress
 from gap.preemption import is_preemption
 from gap.results import ResultsWriter, metric_table, resources
-from gap.schema import validate_config
+from gap.schema import NULL_ARM, validate_config
 from gap.scoring.evaluator import Scoring
 from gap.strategies import make_strategy
 from gap.sweep import finished_results, in_multirun

@@ -445,13 +445,15 @@ def test_the_report_writes_the_new_tables_and_fills_a_document(arms, tmp_path):
 
 def test_the_study_script_runs_its_grid_and_fills_the_document(tmp_path):
     """A rehearsal of docs/study-smollm2.md on the tiny random model: scripts/study.sh runs the grid (gap and the
-    null arm, 2 samples, W&B offline, held-out evaluation) and the report rewrites only the document's block."""
+    null arm, 2 samples, held-out evaluation; W&B left out here, test_tracking.py runs it) and the report
+    rewrites only the document's block."""
     document, prose = tmp_path / "study.md", (ROOT / "docs" / "study-smollm2.md").read_text()
     document.write_text(prose)
     env = {**os.environ, "PYTHON": sys.executable, "GAP_DATA_DIR": str(DATA_DIR), "STUDY_DIR": str(tmp_path / "sweep"),
            "STUDY_DOC": str(document)}
     grid = ["model=tiny-random", "method=gap,random_direction", "corpus.index=0,1", "tasks.include=[copa]",
-            "trainer.max_epochs=2", "eval.limit=2", "eval.heldout=true", f"paths.baseline_dir={tmp_path / 'baselines'}"]
+            "trainer.max_epochs=2", "eval.limit=2", "eval.heldout=true", f"paths.baseline_dir={tmp_path / 'baselines'}",
+            "logger=none"]
     proc = subprocess.run([str(ROOT / "scripts" / "study.sh"), *grid], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -460,7 +462,6 @@ def test_the_study_script_runs_its_grid_and_fills_the_document(tmp_path):
             for j in jobs] == [("ok", "gap", None), ("ok", "random_direction", "42/0"), ("ok", "gap", None),
                                ("ok", "random_direction", "42/1")]
     assert all(j["heldout"] and len(j["history"]) == 2 for j in jobs)
-    assert len(list((tmp_path / "sweep").glob("*/wandb/offline-run-*"))) == 4
     text = document.read_text()
     assert text.startswith(prose.split(BEGIN)[0] + BEGIN) and text.endswith(END + prose.split(END)[1])
     assert "| gap | tiny-random | all | classification | 2 | 2 |" in text  # against the null arm: 2 runs each

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 
 from gap.data.tasks import LM_EVAL_PREFIX
-from gap.modules.objectives import NULL_ARM, objective, random_direction, sequence_logprob
+from gap.modules.objectives import objective, random_direction, sequence_logprob
+from gap.schema import NULL_ARM
 from gap.scoring.evaluator import Scoring, score_batch
 from gap.scoring.linear import onednn_linears
 from gap.scoring.metrics import evaluation_metrics

@@ -13,7 +13,8 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-NULL_ARM = "random_direction"
+from gap.schema import NULL_ARM
+
 # minimise sign * NLL: ascent raises it, mle lowers it; the null arm's gradient norms are GAP's
 SIGNS = {"gap": -1.0, "gap_legacy": -1.0, "mle": 1.0, NULL_ARM: -1.0}
 METHODS = (*SIGNS, "npo")  # the methods that train

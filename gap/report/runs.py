@@ -12,8 +12,8 @@ from gap.data.jsonl import read_text
 from gap.data.tasks import CATEGORIES, LM_EVAL_CATEGORY, LM_EVAL_PREFIX
 from gap.errors import DataError
 from gap.files import read_results
-from gap.modules.objectives import NULL_ARM
 from gap.results import selected_metrics
+from gap.schema import NULL_ARM
 
 PAPER_FILES = {"classification": ("classification.csv",), "dialog": ("dialog.csv", "dialogue.csv")}
 PAPER_TASKS = {"ai2_arc_ARC-Challenge": "arc_challenge", "ai2_arc_ARC-Easy": "arc_easy",

@@ -97,10 +97,11 @@ def test_the_direction_is_the_same_in_another_process():
     assert not random_direction(*args[:3], "model.layers.1.mlp.up_proj.weight").equal(here)
 
 
-def test_each_job_of_a_grid_over_seeds_or_samples_draws_its_own_directions(tiny):
+def test_each_job_of_a_grid_over_seeds_corpora_or_samples_draws_its_own_directions(tiny):
     seeds = [make_module(compose_cfg("train", ["method=random_direction", "model=tiny-random", *overrides]),
-                         *tiny, ["copa"]).direction_seed for overrides in ([], ["seed=7", "corpus.index=3"])]
-    assert seeds == ["42/0", "7/3"]
+                         *tiny, ["copa"]).direction_seed
+             for overrides in ([], ["seed=7", "corpus.index=3"], ["corpus=pile_cc"])]
+    assert seeds == ["42/github/0", "7/github/3", "42/pile_cc/0"]
 
 
 @pytest.mark.parametrize("trainer", ["fsdp", "deepspeed"])

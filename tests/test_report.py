@@ -459,8 +459,8 @@ def test_the_study_script_runs_its_grid_and_fills_the_document(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/results.json"))]
     assert [(j["status"], j["config"]["method"]["name"], j["config"]["method"].get("direction_seed"))
-            for j in jobs] == [("ok", "gap", None), ("ok", "random_direction", "42/0"), ("ok", "gap", None),
-                               ("ok", "random_direction", "42/1")]
+            for j in jobs] == [("ok", "gap", None), ("ok", "random_direction", "42/github/0"), ("ok", "gap", None),
+                               ("ok", "random_direction", "42/github/1")]
     assert all(j["heldout"] and len(j["history"]) == 2 for j in jobs)
     text = document.read_text()
     assert text.startswith(prose.split(BEGIN)[0] + BEGIN) and text.endswith(END + prose.split(END)[1])

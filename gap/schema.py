@@ -20,7 +20,7 @@ class _Section(BaseModel):
 
 
 class RandomInit(_Section):
-    family: Literal["llama", "opt"] = "llama"  # what `gap.modules.random_init` builds
+    family: Literal["llama", "opt"] = "llama"  # what `gap.random_init` builds
     hidden_size: Positive
     layers: Positive
     heads: Positive

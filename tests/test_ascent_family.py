@@ -18,7 +18,7 @@ from gap.modules.gap_module import GAPModule
 from gap.modules.loading import cpu_state_dict
 from gap.modules.lora import lora_adapter
 from gap.modules.objectives import objective, sequence_logprob
-from gap.modules.random_init import byte_tokenizer
+from gap.random_init import byte_tokenizer
 from gap.results import run_results
 from gap.scoring.loglikelihood import choice_logprobs
 from tests.helpers import compose_cfg

@@ -73,7 +73,7 @@ def model_arch(model_cfg) -> Arch | None:
     not downloaded yet). None when none of them does."""
     try:
         if model_cfg.get("random_init") is not None:
-            from gap.modules.random_init import byte_tokenizer, random_init_config
+            from gap.random_init import byte_tokenizer, random_init_config
             return _meta_arch(random_init_config(model_cfg, byte_tokenizer()))
         if model_cfg.get("gguf_file"):
             return check_gguf(Path(model_cfg.path) / model_cfg.gguf_file)

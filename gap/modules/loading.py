@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gap.errors import ConfigError, DataError, ModelLoadError
 from gap.hub import hub_endpoint, reachable
 from gap.memory.arch import check_gguf
-from gap.modules.random_init import byte_tokenizer, random_init_config
+from gap.random_init import byte_tokenizer, random_init_config
 from gap.schema import DTYPE_NAMES
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

@@ -16,6 +16,8 @@ as the harness's own Hugging Face backend (`HFLM`) does, request by request, but
   max_gen_toks` tokens; at most `max_gen_toks` new tokens, ending at the model's EOS tokens (its
   generation config's, as `generate`) and cut at the first `until` string (`prefill`, `generate_from`).
 """
+import functools
+
 from lm_eval.api.model import TemplateLM
 from lm_eval.defaults import DEFAULT_MAX_GEN_TOKS, DEFAULT_MAX_LENGTH
 from lm_eval.models.utils import has_bos_prefix, normalize_gen_kwargs, resolve_max_length
@@ -93,6 +95,11 @@ class GapLM(TemplateLM):
         bos = self.tokenizer.bos_token_id
         return bos if bos is not None else self.tokenizer.eos_token_id
 
+    @functools.cached_property
+    def _prefix_text(self) -> str:
+        """The prefix token as text, decoded once rather than for every string encoded."""
+        return self.tokenizer.decode(self.prefix_token_id)
+
     @property
     def tokenizer_name(self) -> str:
         return self.tokenizer.name_or_path.replace("/", "__")
@@ -102,7 +109,7 @@ class GapLM(TemplateLM):
         none for a string that already starts with the prefix token."""
         told = add_special_tokens if add_special_tokens is not None else self.add_bos_token
         special = {} if told is None else {"add_special_tokens": told}
-        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+        if add_special_tokens is None and has_bos_prefix(string, self._prefix_text):
             special["add_special_tokens"] = False
         return self.tokenizer.encode(string, **special)
 

@@ -229,6 +229,26 @@ def test_shared_context_scores_equal_scoring_each_choice_from_scratch(tiny, data
             assert max(abs(a - b) for a, b in zip(scores, want)) < 1e-4
 
 
+@pytest.mark.parametrize("positions", [1, 3, 7])
+def test_log_softmax_taken_a_chunk_of_positions_at_a_time_scores_as_the_whole(tiny, data_dir, monkeypatch, positions):
+    """Scores and is_greedy with the log-softmax over chunks of 1, 3 or 7 positions (the tiny model's
+    passes otherwise fit one chunk) equal the reference's and each other's."""
+    model, tok = tiny
+    requests = [(it.context, it.continuations) for it in (tokenize_example("piqa", ex, tok, 512)
+                                                          for ex in load_examples(data_dir, "piqa", "validation", 4))]
+    requests.append((requests[0][0], [[int(t)] for t in model(torch.tensor([requests[0][0]])).logits[0, -1].topk(2)
+                                       .indices]))  # the model's greedy token and the next best
+    whole = choice_logprobs(model, requests, tok.pad_token_id, 512, greedy=True)
+    monkeypatch.setattr("gap.scoring.prefill.LOG_SOFTMAX_CHUNK", positions * model.config.vocab_size)
+    chunked = choice_logprobs(model, requests, tok.pad_token_id, 512, greedy=True)
+    assert [[greedy for _, greedy in r] for r in chunked] == [[greedy for _, greedy in r] for r in whole]
+    assert [greedy for _, greedy in chunked[-1]] == [True, False]
+    assert largest_difference([s for r in chunked for s, _ in r], [s for r in whole for s, _ in r]) < 1e-5
+    for (ctx, choices), got in zip(requests, chunked):
+        for cont, (scores, _) in zip(choices, got):
+            assert largest_difference([scores], [reference_logprobs(model, ctx, cont)]) < 1e-4
+
+
 def test_an_overlong_question_falls_back_to_per_choice_truncation(tiny):
     model, tok = tiny
     ctx, choices = list(range(10, 40)), [[50, 51], [52, 53, 54, 55, 56]]

@@ -1,6 +1,8 @@
 """What one decoding step costs against its bounds: the model's step over a cache of random tokens, and its
-parts timed alone at the step's shapes (every layer's products as the engine computes them, the output
-layer's, attention over the cache), each against the machine's matmul peak and memory read rate.
+parts timed alone at the step's shapes, each over every layer's own weights and cache as the step reads them
+(so from memory, not from a cache that one layer's weights fit in): the layers' attention projections and
+MLPs as the engine computes them, the output layer, attention over the cache; each against the machine's
+matmul peak and memory read rate.
 
     python -m bench.decode_step [eval overrides] [+rows=32] [+width=400]
 
@@ -49,7 +51,10 @@ def main(cfg: DictConfig) -> None:
     mask = torch.ones(rows, width + 1, dtype=torch.long)
     mask[::2, :width // 4] = 0
     tokens = torch.randint(0, config.vocab_size, (rows, 1))
-    linears = [m for m in model.model.layers[0].modules() if isinstance(m, torch.nn.Linear)]
+    blocks = model.model.layers
+    linears = [m for block in blocks for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    projections = [getattr(block.self_attn, name) for block in blocks
+                   for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
     head = model.get_output_embeddings()
     with onednn_linears(model):
         def step():  # the same column rewritten: every step over `width` cached positions
@@ -60,16 +65,17 @@ def main(cfg: DictConfig) -> None:
                   use_cache=True)
 
         parts = {"whole step": best_seconds(step)}
-        inputs = {m: torch.randn(rows, 1, m.in_features) for m in linears}
-        parts["products of the layers"] = layers * best_seconds(lambda: [m(inputs[m]) for m in linears])
         x = torch.randn(rows, 1, hidden)
+        parts["products of the layers"] = best_seconds(lambda: ([p(x) for p in projections],
+                                                                [block.mlp(x) for block in blocks]))
         parts["output layer"] = best_seconds(lambda: head(x))
     query = torch.randn(rows, kv_heads, heads // kv_heads, head_dim)  # one query per head, grouped (as HF's sdpa)
-    keys, values = (t[:, :, :width + 1] for t in (cache.layers[0]._keys, cache.layers[0]._values))
     attends = mask.bool()[:, None, None, :]
-    parts["attention"] = layers * best_seconds(
-        lambda: torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=attends))
-    body = layers * sum(m.weight.numel() for m in linears)
+    parts["attention"] = best_seconds(lambda: [torch.nn.functional.scaled_dot_product_attention(
+        query, layer._keys[:, :, :width + 1], layer._values[:, :, :width + 1], attn_mask=attends)
+        for layer in cache.layers])
+    keys = cache.layers[0]._keys[:, :, :width + 1]
+    body = sum(m.weight.numel() for m in linears)
     flops = {"products of the layers": 2 * rows * body, "output layer": 2 * rows * head.weight.numel(),
              "attention": 4 * layers * heads * head_dim * mask.sum().item()}
     flops["whole step"] = sum(flops.values())
@@ -79,13 +85,16 @@ def main(cfg: DictConfig) -> None:
     print(f"{cfg.model.name}: a decoding step of {rows} rows over {width} cached positions, "
           f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.0f} GFLOP/s, memory reads "
           f"{bandwidth / 1e9:.1f} GB/s\n")
-    print("| part | ms | GFLOP | GFLOP/s | compute bound ms | MB read | memory bound ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| part | ms | GFLOP | GFLOP/s | compute bound ms | MB read | GB/s | memory bound ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, seconds in parts.items():
         print(f"| {name} | {seconds * 1e3:.1f} | {flops[name] / 1e9:.2f} | {flops[name] / seconds / 1e9:.0f} | "
-              f"{flops[name] / peak * 1e3:.1f} | {reads[name] / 1e6:.0f} | {reads[name] / bandwidth * 1e3:.1f} |")
+              f"{flops[name] / peak * 1e3:.1f} | {reads[name] / 1e6:.0f} | {reads[name] / seconds / 1e9:.1f} | "
+              f"{reads[name] / bandwidth * 1e3:.1f} |")
     rest = parts["whole step"] - sum(s for name, s in parts.items() if name != "whole step")
-    print(f"| the rest (element-wise, cache writes, Python) | {rest * 1e3:.1f} | | | | | |")
+    print(f"| the rest (element-wise, cache writes, Python) | {rest * 1e3:.1f} | | | | | | |")
+    print(f"\nthe step: {parts['whole step'] / (flops['whole step'] / peak):.2f}x its compute bound, "
+          f"{parts['whole step'] / (reads['whole step'] / bandwidth):.2f}x its memory bound")
 
 
 if __name__ == "__main__":

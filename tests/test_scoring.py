@@ -111,6 +111,23 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny, data_dir):
     assert any(batched)
 
 
+def test_a_prefill_joined_from_several_passes_decodes_as_each_prompt_alone(tiny, data_dir):
+    """Prompts prefilled in several passes are joined into one left-padded cache whose reserved room is
+    not initialised: NaN written there (and nothing else) leaves the replies as each prompt's alone."""
+    model, tok = tiny
+    prompts = [tokenize_example("wizard_of_wikipedia", ex, tok, 512).context
+               for ex in load_examples(data_dir, "wizard_of_wikipedia", "validation", 4)]
+    prompts = [p[-20 - 9 * i:] for i, p in enumerate(prompts)]
+    state = prefill(model, prompts, tok.pad_token_id, max_tokens=60, fill=None, room=6)
+    width = state.mask.shape[1]
+    for layer in state.cache.layers:
+        assert layer.room == 6 and layer.keys.isfinite().all()
+        layer._keys[:, :, width:], layer._values[:, :, width:] = float("nan"), float("nan")
+    replies = generate_from(model, tok, state, 6, ["\nUser "])
+    assert replies == [greedy_generate(model, tok, [p], 6, ["\nUser "])[0] for p in prompts]
+    assert any(replies)
+
+
 def test_rows_finishing_early_leave_the_batch_without_changing_the_others(tiny, data_dir):
     """Rows that stop at different steps (masked out, then dropped once half the batch) reply as alone."""
     model, tok = tiny

@@ -170,7 +170,7 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
 def _joined(parts: list[tuple[list[int], Prefill]], total: int, room: int) -> Prefill:
     """One prefill of `total` rows from passes that filled the rows listed beside each, left-padded to
     the widest (padding is masked; zero, so that no stale value reaches attention), in cache layers with
-    `room` more positions."""
+    `room` more positions (not written here: a layer exposes only the positions it holds)."""
     if len(parts) == 1 and parts[0][0] == list(range(total)) and not room:
         return parts[0][1]
     first = parts[0][1]
@@ -185,12 +185,13 @@ def _joined(parts: list[tuple[list[int], Prefill]], total: int, room: int) -> Pr
         lengths[index], last_logits[index] = part.lengths, part.last_logits
     target_logprobs = in_input_order(total, [(indices, part.target_logprobs) for indices, part in parts])
     for n, layer in enumerate(first.cache.layers):
-        keys = layer.keys.new_zeros(total, layer.keys.shape[1], width + room, layer.keys.shape[3])
-        values = layer.values.new_zeros(total, layer.values.shape[1], width + room, layer.values.shape[3])
+        keys = layer.keys.new_empty(total, layer.keys.shape[1], width + room, layer.keys.shape[3])
+        values = layer.values.new_empty(total, layer.values.shape[1], width + room, layer.values.shape[3])
         for index, (_, part) in zip(rows, parts):
             part_layer = part.cache.layers[n]
-            keys[index, :, width - part_layer.keys.shape[2]:width] = part_layer.keys
-            values[index, :, width - part_layer.values.shape[2]:width] = part_layer.values
+            pad = width - part_layer.keys.shape[2]
+            keys[index, :, :pad], values[index, :, :pad] = 0.0, 0.0
+            keys[index, :, pad:width], values[index, :, pad:width] = part_layer.keys, part_layer.values
         first.cache.layers[n] = ReservedLayer(keys, values, width)
     return Prefill(first.cache, mask, lengths, last_logits, target_logprobs)
 

@@ -162,10 +162,12 @@ def run_baseline(cfg: DictConfig, examples: dict, trainer, module: GAPModule, ev
         logger.log_metrics({f"val/{k}": v for k, v in baseline["metrics"].items()}, step=0)
 
 
-def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label: str = "eval", harness=None) -> dict:
-    """One evaluation of `data`'s tasks outside the run's history and loggers (held-out evaluations)."""
+def evaluate_once(cfg: DictConfig, model, tokenizer, data: EvalDataModule, label: str = "eval", harness=None,
+                  head: str | None = None, baseline: dict | None = None) -> dict:
+    """One evaluation of `data`'s tasks outside the run's history and loggers (held-out evaluations); its
+    console line is named `head` (default: baseline) with its changes against `baseline`'s metrics."""
     module = make_module(cfg, model, tokenizer, data.tasks, harness)
-    trainer = make_trainer(cfg, model, logger=False, callbacks=[ConsoleProgress(label)])
+    trainer = make_trainer(cfg, model, logger=False, callbacks=[ConsoleProgress(label, head=head, baseline=baseline)])
     trainer.validate(module, datamodule=data, verbose=False)
     return module.evaluations[-1]
 
@@ -200,12 +202,13 @@ def run_heldout(cfg: DictConfig, model, tokenizer, data: dict[str, EvalDataModul
     """The selected weights of each category on its tasks' held-out examples, beside the baseline's (a
     category reported at another's selection, lm_eval by default, under that one's weights)."""
     evaluations = []
-    for category, (_, weights) in keeper.weights.items():
+    for category, (_, step, weights) in keeper.weights.items():
         model.load_state_dict(weights)
         if cfg.save_checkpoint and category not in keeper.followers:
             save_checkpoint(model, tokenizer, Path(cfg.paths.output_dir) / f"checkpoint-selected-{category}")
-        evaluations.append(evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}", harness))
-    selected = {**merged(evaluations), "epochs": {c: epoch for c, (epoch, _) in keeper.weights.items()}}
+        evaluations.append(evaluate_once(cfg, model, tokenizer, data[category], f"held-out {category}", harness,
+                                         head=f"selected (step {step})", baseline=baseline["metrics"]))
+    selected = {**merged(evaluations), "epochs": {c: epoch for c, (epoch, _, _) in keeper.weights.items()}}
     return {"baseline": baseline, "selected": selected}
 
 

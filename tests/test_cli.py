@@ -199,5 +199,13 @@ def test_heldout_evaluates_the_selected_weights_on_unseen_examples(tmp_path, dat
     assert [r["label"] for r in rows(tmp_path / "predictions" / "heldout" / "copa.jsonl")] == \
         [row["label"] for row in copa_test]
     assert (tmp_path / "predictions" / "heldout" / "baseline" / "piqa.jsonl").is_file()
-    for category in ("classification", "dialog"):  # the selected weights, as standard checkpoints
+    steps = {h["epoch"]: h["step"] for h in results["history"]}
+    for category, key in (("classification", "avg/classification_acc"), ("dialog", "avg/dialog_f1")):
+        # the selected weights, as standard checkpoints
         assert (tmp_path / f"checkpoint-selected-{category}" / "config.json").is_file()
+        # the console names each held-out evaluation, the selected one with its change against the baseline's
+        base, chosen = heldout["baseline"][key], heldout["selected"][key]
+        assert f"held-out {category} baseline  | " in proc.stderr
+        line = next(line for line in proc.stderr.splitlines()
+                    if line.startswith(f"held-out {category} selected (step {steps[heldout['epochs'][category]]})"))
+        assert f"{key} {chosen:.4f} ({chosen - base:+.4f})" in line

@@ -41,16 +41,16 @@ class KeepSelectedWeights(L.Callback):
 
     def __init__(self, select_lm_eval: bool = False):
         self.select_lm_eval = select_lm_eval
-        self.weights: dict[str, tuple[int, dict]] = {}  # category -> (epoch, state dict)
+        self.weights: dict[str, tuple[int, int, dict]] = {}  # category -> (epoch, step, state dict)
         self.followers: set[str] = set()
 
     def on_validation_end(self, trainer, pl_module):  # after the module has recorded the evaluation
         if trainer.state.fn != "fit" or not pl_module.evaluations:
             return
-        epoch, copy = pl_module.evaluations[-1]["epoch"], None
+        epoch, step, copy = pl_module.evaluations[-1]["epoch"], pl_module.evaluations[-1]["step"], None
         best = best_epochs([e for e in pl_module.evaluations if e["epoch"] is not None], self.select_lm_eval)
         self.followers = {category for category, chosen in best.items() if "selected_by" in chosen}
         for category, chosen in best.items():
             if chosen["epoch"] == epoch:
                 copy = copy or cpu_state_dict(pl_module.model)
-                self.weights[category] = (epoch, copy)
+                self.weights[category] = (epoch, step, copy)

@@ -10,10 +10,13 @@ from gap.data.tasks import CATEGORIES
 
 
 class ConsoleProgress(L.Callback):
-    def __init__(self, label: str = "eval", stream=None):
-        self.label, self.stream = label, stream or sys.stderr
+    """`label` begins every line; `head` names an evaluation that is not a step of this run (the selected
+    weights on held-out examples) and `baseline` is then the metrics its changes are against."""
+
+    def __init__(self, label: str = "eval", stream=None, head: str | None = None, baseline: dict | None = None):
+        self.label, self.stream, self.head = label, stream or sys.stderr, head
         self.live = self.stream.isatty()
-        self.baseline: dict | None = None
+        self.baseline: dict | None = baseline
         self._task = None
 
     def _print(self, text: str, end: str = "\n") -> None:
@@ -56,7 +59,10 @@ class ConsoleProgress(L.Callback):
     def show_evaluation(self, evaluation: dict) -> None:
         """One line: which evaluation, the sample's NLL, each category average (and its change)."""
         metrics = evaluation["metrics"]
-        if evaluation["epoch"] is None:
+        compared = self.head is not None or evaluation["epoch"] is not None
+        if self.head is not None:
+            head = self.head
+        elif evaluation["epoch"] is None:
             self.baseline = metrics
             head = "baseline"
         else:
@@ -71,7 +77,7 @@ class ConsoleProgress(L.Callback):
             if key in metrics:
                 value = metrics[key]
                 change = ""
-                if self.baseline is not None and evaluation["epoch"] is not None and key in self.baseline:
+                if self.baseline is not None and compared and key in self.baseline:
                     change = f" ({value - self.baseline[key]:+.4f})"
                 parts.append(f"{key} {value:.4f}{change}")
         self._print(" | ".join(parts))

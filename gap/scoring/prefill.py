@@ -229,7 +229,7 @@ def _gathered_logprobs(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
     the argmax), a chunk of positions at a time on the CPU (`LOG_SOFTMAX_CHUNK`): a chunk is gathered (a
     copy, normalised in place) and read while in cache, and memory grows by one chunk, not by the logits'
     size (a `logsumexp` over every kept position, with temporaries as large as the logits, took 3x as
-    long: 15 ms against 5 for 415 positions of a 49k vocabulary). The log-sum-exp is `logsumexp`'s own
+    long: 0.42 s against 0.13 over hellaswag's first 32 questions). The log-sum-exp is `logsumexp`'s own
     sequence (max, exp of the differences, a sum, its log), whose sum reads within 5e-8 nats a token of
     fp64; `log_softmax`'s fused sum reads 7.5e-6 high (on SmolLM2), 7.5e-3 over a 1000-token text."""
     count, vocab = len(targets), logits.shape[-1]

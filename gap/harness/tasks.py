@@ -189,15 +189,17 @@ class HarnessSuite:
         metrics = {}
         for task, entry in section["results"].items():
             for key, value in entry.items():
-                if key not in NOT_METRICS and "_stderr" not in key and _number(value):
+                if _is_metric(key, value):
                     metrics[_our_key(task, key)] = float(value)
         signed = [metrics[key] * sign for key, sign in section["score"].items()]
         metrics[f"{unit}/score"] = sum(signed) / len(signed) if signed else float("nan")
         return metrics
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_metric(key: str, value) -> bool:
+    """Whether an entry of the harness's results is a metric's value (not its name, size or stderr)."""
+    return key not in NOT_METRICS and "_stderr" not in key and isinstance(value, (int, float)) \
+        and not isinstance(value, bool)
 
 
 def _score_signs(name: str, tasks: list[str], out: dict) -> dict[str, int]:
@@ -223,7 +225,7 @@ def _our_key(task: str, key: str) -> str:
 
 
 def _first_metric(entry: dict) -> str | None:
-    return next((k for k, v in entry.items() if k not in NOT_METRICS and "_stderr" not in k and _number(v)), None)
+    return next((k for k, v in entry.items() if _is_metric(k, v)), None)
 
 
 def quiet():

@@ -59,14 +59,10 @@ class ConsoleProgress(L.Callback):
     def show_evaluation(self, evaluation: dict) -> None:
         """One line: which evaluation, the sample's NLL, each category average (and its change)."""
         metrics = evaluation["metrics"]
-        compared = self.head is not None or evaluation["epoch"] is not None
-        if self.head is not None:
-            head = self.head
-        elif evaluation["epoch"] is None:
+        compared = self.head is not None or evaluation["epoch"] is not None  # else this is the baseline
+        if not compared:
             self.baseline = metrics
-            head = "baseline"
-        else:
-            head = f"step {evaluation['step']}"
+        head = self.head or (f"step {evaluation['step']}" if compared else "baseline")
         parts = [f"{self.label} {head:<9}"]
         if evaluation.get("train_nll") is not None:
             parts.append(f"sample NLL {evaluation['train_nll']:.3f}")

@@ -160,11 +160,10 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
                 position_ids=torch.cat([positions, lengths[:, None] + torch.arange(extra, device=model.device)], 1),
                 cache=DynamicCache(), use_cache=True, logits_to_keep=extra + 1)
     # kept logits j < extra (from the context's last token on) predict target token j
-    scores = token_logprobs(out.logits[:, :extra], target_ids).tolist()
+    target_logprobs = logprobs_at(out.logits, [(row, range(len(t))) for row, t in enumerate(targets)], targets)
     if extra:
         out.cache.crop(-extra)
-    return Prefill(out.cache, mask, lengths, out.logits[:, 0].float(),
-                   [row[:len(target)] for row, target in zip(scores, targets)])
+    return Prefill(out.cache, mask, lengths, out.logits[:, 0].float(), target_logprobs)
 
 
 def _joined(parts: list[tuple[list[int], Prefill]], total: int, room: int) -> Prefill:
@@ -212,15 +211,6 @@ def logprobs_at(logits: torch.Tensor, spans: list[tuple[int, range | list[int]]]
         return per_span
     hits = iter(hits.tolist())
     return [(span, all([next(hits) for _ in span])) for span in per_span]
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log-softmax(logits)[target] in fp32 for logits [rows, columns, vocab] and targets [rows, columns]."""
-    rows, columns = targets.shape
-    device = logits.device
-    scores, _ = _gathered_logprobs(logits, torch.arange(rows, device=device).repeat_interleave(columns),
-                                   torch.arange(columns, device=device).repeat(rows), targets.reshape(-1))
-    return scores.view(rows, columns)
 
 
 def _gathered_logprobs(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,

@@ -198,8 +198,8 @@ class HarnessSuite:
 
 def _is_metric(key: str, value) -> bool:
     """Whether an entry of the harness's results is a metric's value (not its name, size or stderr)."""
-    return key not in NOT_METRICS and "_stderr" not in key and isinstance(value, (int, float)) \
-        and not isinstance(value, bool)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and key not in NOT_METRICS and "_stderr" not in key
 
 
 def _score_signs(name: str, tasks: list[str], out: dict) -> dict[str, int]:

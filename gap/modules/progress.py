@@ -62,7 +62,7 @@ class ConsoleProgress(L.Callback):
         compared = self.head is not None or evaluation["epoch"] is not None  # else this is the baseline
         if not compared:
             self.baseline = metrics
-        head = self.head or (f"step {evaluation['step']}" if compared else "baseline")
+        head = self.head if self.head is not None else f"step {evaluation['step']}" if compared else "baseline"
         parts = [f"{self.label} {head:<9}"]
         if evaluation.get("train_nll") is not None:
             parts.append(f"sample NLL {evaluation['train_nll']:.3f}")

@@ -73,8 +73,9 @@ def quiet_libraries() -> None:
 def run_cli(job: Callable, cfg) -> None:
     """Run one job. A `GapError` becomes one `error:` line and exit code 2 (bad input) or 1; in a sweep,
     a failed job (any error) is reported and the grid goes on. SIGTERM ends the job, and a sweep, with
-    exit code 143 (`gap.preemption`). The job itself records its failure (`results.json`)."""
-    from gap.preemption import EXIT_CODE, is_preemption, raise_on_sigterm
+    exit code 143; a job that submitit stops at its time limit is preempted too (`gap.preemption`). The job
+    itself records its failure (`results.json`)."""
+    from gap.preemption import EXIT_CODE, is_preemption, raise_on_sigterm, stop_reason
     from gap.sweep import in_multirun
 
     quiet_libraries()
@@ -90,6 +91,11 @@ def run_cli(job: Callable, cfg) -> None:
             print(f"preempted: results so far in {cfg.paths.output_dir}; run it again to redo the job",
                   file=sys.stderr)
             sys.exit(EXIT_CODE)
+        if stop_reason(err):  # submitit's warning before the time limit: it requeued the job or ended it
+            print(f"preempted by its time limit: results so far in {cfg.paths.output_dir}; a requeue or the sweep "
+                  "run again redoes it (hydra.launcher.timeout_min gives it longer)", file=sys.stderr)
+            if isinstance(err, Exception):  # submitit's error, not its exit to requeue: the grid goes on
+                return
         if not in_multirun() or not isinstance(err, Exception):
             raise
         log.exception("job failed: %s", cfg.paths.output_dir)

@@ -1,7 +1,11 @@
 """SIGTERM (SLURM pre-emption, `scancel`, a cluster's time limit) ends a run cleanly: the evaluations
 finished so far are written with status `preempted`, the W&B run is finished, and the process exits
 with 143 (128 + SIGTERM), which schedulers treat as killed-by-signal. A sweep run again re-runs the
-preempted job (only ok jobs are skipped); the baseline cache spares it the first evaluation."""
+preempted job (only ok jobs are skipped); the baseline cache spares it the first evaluation.
+
+Under Hydra's submitit launchers a job is warned before its time limit (SIGUSR2, `signal_delay_s` ahead);
+submitit's handler then requeues the job or ends it with its own error. Either way the job is recorded as
+`preempted` by its time limit, not as failed with submitit's message."""
 import signal
 import threading
 from contextlib import contextmanager
@@ -9,6 +13,10 @@ from contextlib import contextmanager
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 EXIT_CODE = 128 + signal.SIGTERM
+WARNING = getattr(signal, "SIGUSR2", None)  # submitit's warning before a time limit (POSIX only)
+SIGTERM_REASON = "SIGTERM: stopped before the end"
+TIME_LIMIT_REASON = "time limit: the scheduler's warning signal (SIGUSR2) stopped the job before the end"
+_warned = threading.Event()  # the warning arrived within the current `raise_on_sigterm` block
 
 
 class Preempted(SystemExit):
@@ -21,10 +29,19 @@ def is_preemption(err: BaseException) -> bool:
     return isinstance(err, (Preempted, SIGTERMException))
 
 
+def stop_reason(err: BaseException) -> str | None:
+    """Why a job stopped early when a signal stopped it (`err` is what ended it), else None."""
+    if is_preemption(err):
+        return SIGTERM_REASON
+    return TIME_LIMIT_REASON if _warned.is_set() else None
+
+
 @contextmanager
 def raise_on_sigterm():
     """Within the block, SIGTERM raises `Preempted` in the main thread at once (Lightning calls this
-    handler too, after its own, while its loops run)."""
+    handler too, after its own, while its loops run), and a time-limit warning that a handler (submitit's)
+    takes is noted before that handler runs."""
+    _warned.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -33,7 +50,15 @@ def raise_on_sigterm():
         raise Preempted()
 
     previous = signal.signal(signal.SIGTERM, handler)
+    warning = signal.getsignal(WARNING) if WARNING is not None else None
+    if callable(warning):
+        def noted(signum, frame):
+            _warned.set()
+            warning(signum, frame)
+        signal.signal(WARNING, noted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if callable(warning):
+            signal.signal(WARNING, warning)

@@ -28,7 +28,7 @@ from gap.modules.gap_module import GAPModule
 from gap.modules.loading import check_model_config, kept_tokenizer, load_pretrained, load_tokenizer
 from gap.modules.lora import lora_adapter
 from gap.modules.progress import ConsoleProgress
-from gap.preemption import is_preemption
+from gap.preemption import stop_reason
 from gap.results import ResultsWriter, metric_table, resources
 from gap.schema import NULL_ARM, validate_config
 from gap.scoring.evaluator import Scoring
@@ -289,8 +289,8 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict:
     except BaseException as err:
         if status == "failed":  # the final results are not on disk yet (else a late signal changes nothing)
             evaluations = module.evaluations if module is not None else []
-            if is_preemption(err):
-                status, error = "preempted", "SIGTERM: stopped before the end"
+            if reason := stop_reason(err):
+                status, error = "preempted", reason
             else:
                 error = str(err) if isinstance(err, GapError) else f"{type(err).__name__}: {err}"
             with suppress(OSError):  # a full disk: the error that ended the job is the one to report

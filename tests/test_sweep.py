@@ -1,4 +1,5 @@
-"""Hydra --multirun grids: distinct job directories, sweep.json, W&B grouping, failure isolation, resume."""
+"""Hydra --multirun grids: distinct job directories, sweep.json, W&B grouping, failure isolation, resume,
+time limits."""
 import json
 import os
 import subprocess
@@ -7,16 +8,17 @@ import sys
 import pytest
 
 from gap.loggers import run_id
+from gap.preemption import TIME_LIMIT_REASON
 from tests.helpers import DATA_DIR, ROOT, gap
 from tests.wandb_files import offline_runs
 
 FAST = ["eval.limit=1", "model=tiny-random", "tasks=quick", "trainer.max_epochs=1"]  # sorted, as Hydra names dirs
 
 
-def sweep(tmp_path, *overrides, name="grid"):
+def sweep(tmp_path, *overrides, name="grid", fast=FAST):
     env = {**os.environ, "WANDB_MODE": "offline", "GAP_DATA_DIR": str(DATA_DIR)}
     proc = subprocess.run([sys.executable, "-m", "gap.train", "--multirun", f"paths.log_dir={tmp_path}",
-                           f"paths.baseline_dir={tmp_path}/baselines", f"sweep.name={name}", *FAST, *overrides],
+                           f"paths.baseline_dir={tmp_path}/baselines", f"sweep.name={name}", *fast, *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_dir = tmp_path / "train" / "multiruns" / name
@@ -72,3 +74,23 @@ def test_jobs_sharing_a_process_equal_jobs_run_alone(tmp_path, data_dir):
         for got, want in zip(swept["history"], single["history"], strict=True):
             assert got["train_nll"] == pytest.approx(want["train_nll"], abs=1e-6)
             assert got["metrics"] == pytest.approx(want["metrics"], abs=1e-6)
+
+
+def test_a_job_stopped_at_its_time_limit_by_submitit_is_preempted_and_the_grid_goes_on(tmp_path, data_dir):
+    """submitit warns a job before its time limit (SIGUSR2; the local executor's 30 s before a 1-minute limit)
+    and, with no timeouts left to requeue it, raises its own error in the job: the job is recorded as
+    preempted by its time limit with its evaluations so far (not failed with submitit's message), and the
+    launcher collects the other job and writes the sweep's summary."""
+    fast = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+    proc, sweep_dir, summary = sweep(
+        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1",
+        "+hydra.launcher.max_num_timeout=0", "trainer.max_epochs=1,100000",
+        "logger=none", fast=fast)
+    assert summary["status"] == {"ok": 1, "preempted": 1}, summary
+    (stopped,) = [j for j in summary["results"] if j["status"] == "preempted"]
+    assert stopped["path"].endswith("trainer.max_epochs=100000") and stopped["error"] == TIME_LIMIT_REASON
+    results = json.loads((sweep_dir / stopped["path"] / "results.json").read_text())
+    assert 1 < len(results["history"]) < 100000  # the baseline and the epochs evaluated before the warning
+    assert "1 not ok" in proc.stdout and f"preempted: {stopped['path']}: time limit" in proc.stdout
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
+    assert "preempted by its time limit: results so far in" in logs

@@ -3,8 +3,8 @@ of `scripts/slurm/cluster.sh`, disturbed as clusters disturb grids:
 
 1. a running job is requeued by the scheduler (`scontrol requeue`: SIGTERM, then the job runs again);
 2. a running job is given a time limit it passes (`scontrol update TimeLimit=1`): submitit's warning signal
-   (USR2, `signal_delay_s` before the limit) stops it, recorded with its evaluations so far (with the
-   launcher's default `max_num_timeout=0` submitit does not requeue a job that timed out);
+   (USR2, `signal_delay_s` before the limit) stops it, recorded as preempted by its time limit with its
+   evaluations so far (with the launcher's default `max_num_timeout=0` submitit does not requeue it);
 3. the launcher itself is killed (SIGKILL) while jobs still run, and the same command is run again.
 
 Then every job must end ok, and no job that had finished runs (or writes its results) again: the rerun skips
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from gap.preemption import TIME_LIMIT_REASON
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 4
@@ -103,7 +105,8 @@ def main() -> int:
     wait("job 1 is running", lambda: running(1, array))
     slurm("scontrol", "update", f"JobId={array}_1", "TimeLimit=1")
     wait("job 1 stopped at its time limit", lambda: results(1).get("status") in ("preempted", "failed"))
-    say(f"job 1 results: {results(1).get('status')}: {results(1).get('error')}")
+    check(results(1).get("status") == "preempted" and results(1).get("error") == TIME_LIMIT_REASON,
+          f"job 1 recorded as preempted by its time limit (got {results(1).get('status')}: {results(1).get('error')})")
 
     # 3. the launcher killed while a job runs; what finished by then must not run again
     wait("a job finished and another one runs",

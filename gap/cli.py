@@ -87,15 +87,13 @@ def run_cli(job: Callable, cfg) -> None:
             fail(err)
         print(f"error: {err}", file=sys.stderr)
     except BaseException as err:
+        if reason := stop_reason(err):
+            print(f"preempted ({reason.split(':')[0]}): results so far in {cfg.paths.output_dir}; run it again to "
+                  "redo the job", file=sys.stderr)
         if is_preemption(err):
-            print(f"preempted: results so far in {cfg.paths.output_dir}; run it again to redo the job",
-                  file=sys.stderr)
             sys.exit(EXIT_CODE)
-        if stop_reason(err):  # submitit's warning before the time limit: it requeued the job or ended it
-            print(f"preempted by its time limit: results so far in {cfg.paths.output_dir}; a requeue or the sweep "
-                  "run again redoes it (hydra.launcher.timeout_min gives it longer)", file=sys.stderr)
-            if isinstance(err, Exception):  # submitit's error, not its exit to requeue: the grid goes on
-                return
+        if reason and isinstance(err, Exception):  # submitit's error at the time limit: the grid goes on
+            return
         if not in_multirun() or not isinstance(err, Exception):
             raise
         log.exception("job failed: %s", cfg.paths.output_dir)

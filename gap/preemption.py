@@ -15,7 +15,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 EXIT_CODE = 128 + signal.SIGTERM
 WARNING = getattr(signal, "SIGUSR2", None)  # submitit's warning before a time limit (POSIX only)
 SIGTERM_REASON = "SIGTERM: stopped before the end"
-TIME_LIMIT_REASON = "time limit: the scheduler's warning signal (SIGUSR2) stopped the job before the end"
+TIME_LIMIT_REASON = ("time limit: the scheduler's warning signal (SIGUSR2) stopped the job before the end "
+                     "(hydra.launcher.timeout_min gives it longer)")
 _warned = threading.Event()  # the warning arrived within the current `raise_on_sigterm` block
 
 
@@ -30,10 +31,11 @@ def is_preemption(err: BaseException) -> bool:
 
 
 def stop_reason(err: BaseException) -> str | None:
-    """Why a job stopped early when a signal stopped it (`err` is what ended it), else None."""
-    if is_preemption(err):
-        return SIGTERM_REASON
-    return TIME_LIMIT_REASON if _warned.is_set() else None
+    """Why a job stopped early when a signal stopped it (`err` is what ended it), else None. The time
+    limit comes first: requeuing a job on SLURM also sends it SIGTERM."""
+    if _warned.is_set():
+        return TIME_LIMIT_REASON
+    return SIGTERM_REASON if is_preemption(err) else None
 
 
 @contextmanager

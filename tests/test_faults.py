@@ -455,7 +455,7 @@ def test_sigterm_keeps_the_evaluations_so_far_and_exits_143(tmp_path, data_dir):
     proc.send_signal(signal.SIGTERM)
     done = finish(proc, timeout=120)
     assert done.returncode == 143, done.stderr[-3000:]
-    assert "preempted: results so far in" in done.stderr and "Traceback" not in done.stderr
+    assert "preempted (SIGTERM): results so far in" in done.stderr and "Traceback" not in done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "preempted" and results["error"].startswith("SIGTERM")
     assert results["baseline"] is not None and len(results["history"]) >= 2  # nothing finished is lost

@@ -93,4 +93,4 @@ def test_a_job_stopped_at_its_time_limit_by_submitit_is_preempted_and_the_grid_g
     assert 1 < len(results["history"]) < 100000  # the baseline and the epochs evaluated before the warning
     assert "1 not ok" in proc.stdout and f"preempted: {stopped['path']}: time limit" in proc.stdout
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
-    assert "preempted by its time limit: results so far in" in logs
+    assert "preempted (time limit): results so far in" in logs

@@ -57,13 +57,15 @@ def matmul_rates(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0,
                  window: float = 1.0) -> dict[str, float]:
     """Matmul FLOP/s of the device in the dtype the model computes in (on the CPU at the current thread
     count), per library that computes it: PyTorch's default (MKL on the CPU, cuBLAS on a GPU) and, on the
-    CPU, oneDNN (which `gap.scoring.linear` uses where MKL runs slower kernels). Each the best of short
+    CPU in fp32, oneDNN (which `gap.scoring.linear` uses for fp32 where MKL runs slower kernels; its bf16
+    needs AVX-512 or AVX-NE-CONVERT, and the engine leaves bf16 to PyTorch's default). Each the best of short
     windows, so that a busy neighbour during the measurement lowers a rate less (and so cannot inflate
     utilisation); the machine's peak is the best of them."""
     size = 1024 if device == "cpu" else 8192
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     products = {"default": lambda: a @ b}
-    if device == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    if device == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available() and \
+            hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         packed = torch.ops.mkldnn._reorder_linear_weight(b, size)
         products["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
 

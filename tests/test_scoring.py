@@ -365,6 +365,18 @@ def test_pack_mask_keeps_choices_apart_and_marks_real_tokens_on_its_diagonal():
     assert where == [(0, [1, 2]), (0, [1, 3, 4]), (1, [4])]
 
 
+def test_benchmark_peak_in_bf16_is_pytorchs_own_product_on_any_cpu():
+    """oneDNN's rate is measured for fp32 alone (the engine's oneDNN products): its bf16 weights cannot be
+    packed on a CPU without AVX-512 or AVX-NE-CONVERT, where `make bench` with bf16 weights stopped."""
+    from bench.evaluation import matmul_rates
+    from gap.scoring.linear import onednn_available
+
+    rates = matmul_rates("cpu", torch.bfloat16, seconds=0.2, window=0.1)
+    assert list(rates) == ["default"] and rates["default"] > 0
+    if onednn_available():
+        assert list(matmul_rates("cpu", torch.float32, seconds=0.2, window=0.1)) == ["default", "oneDNN"]
+
+
 def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_from_generation(fresh_tiny_model):
     from bench.evaluation import FlopCounter
 

@@ -67,6 +67,10 @@ def check_config(cfg: DictConfig) -> None:
             if OmegaConf.select(cfg, key):
                 raise ConfigError(f"{key}=True is not supported yet with sharded parameters ({strategy}): "
                                   f"set {key}=false")
+    if strategy != "unsharded" and not gpu_run(cfg.trainer):  # Lightning refuses it only once the model is loaded
+        raise ConfigError(f"trainer.strategy ({strategy}) is not valid: FSDP and DeepSpeed need CUDA GPUs, and this "
+                          f"run has none (trainer.accelerator={cfg.trainer.accelerator}); on the CPU use "
+                          f"trainer=default, or trainer=ddp trainer.accelerator=cpu trainer.devices=2")
     if not Path(cfg.paths.data_dir).is_dir():
         raise DataError(f"data folder not found: {cfg.paths.data_dir}; write it with `python -m gap.data fetch` "
                         f"(needs network), or set GAP_DATA_DIR or paths.data_dir to a folder holding tasks/ "

@@ -124,7 +124,9 @@ def bad_input_cases(tmp_path, data_dir):
         (["corpus=random_tokens", "corpus.length=1"],
          "corpus.length=1 is not valid: input should be greater than or equal to 2"),
         (["method.lora.enabled=true", "eval.heldout=true"], "not supported yet with method.lora"),
-        *([(["trainer.precision=16-mixed"], "trainer.precision='16-mixed' is not valid: fp16 needs a GPU")]
+        *([(["trainer.precision=16-mixed"], "trainer.precision='16-mixed' is not valid: fp16 needs a GPU"),
+           (["trainer=fsdp"], "trainer.strategy (fsdp) is not valid: FSDP and DeepSpeed need CUDA GPUs"),
+           (["trainer=deepspeed"], "trainer.strategy (deepspeed_stage_2) is not valid")]
           if not torch.cuda.is_available() else []),
         ([f"paths.data_dir={broken}", "tasks.include=[copa]"], "validation.jsonl:1: malformed JSON"),
     ]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 EXIT_CODE = 128 + signal.SIGTERM
-WARNING = getattr(signal, "SIGUSR2", None)  # submitit's warning before a time limit (POSIX only)
+TIME_LIMIT_SIGNAL = getattr(signal, "SIGUSR2", None)  # submitit's warning before a time limit (POSIX only)
 SIGTERM_REASON = "SIGTERM: stopped before the end"
 TIME_LIMIT_REASON = ("time limit: the scheduler's warning signal (SIGUSR2) stopped the job before the end "
                      "(hydra.launcher.timeout_min gives it longer)")
@@ -52,15 +52,15 @@ def raise_on_sigterm():
         raise Preempted()
 
     previous = signal.signal(signal.SIGTERM, handler)
-    warning = signal.getsignal(WARNING) if WARNING is not None else None
+    warning = signal.getsignal(TIME_LIMIT_SIGNAL) if TIME_LIMIT_SIGNAL is not None else None
     if callable(warning):
         def noted(signum, frame):
             _warned.set()
             warning(signum, frame)
-        signal.signal(WARNING, noted)
+        signal.signal(TIME_LIMIT_SIGNAL, noted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
         if callable(warning):
-            signal.signal(WARNING, warning)
+            signal.signal(TIME_LIMIT_SIGNAL, warning)

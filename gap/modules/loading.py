@@ -179,7 +179,9 @@ def load_model(model_cfg, tokenizer):
         torch.manual_seed(model_cfg.random_init.seed)
         model = AutoModelForCausalLM.from_config(random_init_config(model_cfg, tokenizer)).to(dtype)
     else:
-        model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype)
+        # no hub kernels (transformers >= 5.25 swaps them in by default): they replace the model's own layers,
+        # which the engine's exactness and the oneDNN products rely on, and fetch code from the hub
+        model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype, use_kernels=False)
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights arrive dequantised
         model.hf_quantizer = None
         model.is_quantized = False

@@ -13,9 +13,9 @@ import pytest
 import torch
 import transformers as T
 
+from gap.scoring import linear
 from gap.scoring.attention import PACKED_FAMILIES, attention_of
 from gap.scoring.generation import generate_from
-from gap.scoring.linear import onednn_available
 from gap.scoring.loglikelihood import choice_logprobs, packed_width
 from gap.scoring.prefill import prefill
 from tests.helpers import compose_cfg, largest_difference, own_logprobs, own_reply
@@ -38,6 +38,28 @@ FAMILIES = {  # name -> (model class, config class, its size and attention argum
     "gemma3_text": (T.Gemma3ForCausalLM, T.Gemma3TextConfig, LLAMA_LIKE | dict(
         head_dim=8, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])),
     "mistral": (T.MistralForCausalLM, T.MistralConfig, LLAMA_LIKE | dict(sliding_window=WINDOW)),
+    "qwen3": (T.Qwen3ForCausalLM, T.Qwen3Config, LLAMA_LIKE | dict(head_dim=8, use_sliding_window=True,
+                                                                   sliding_window=WINDOW, max_window_layers=1)),
+    "qwen3_moe": (T.Qwen3MoeForCausalLM, T.Qwen3MoeConfig, LLAMA_LIKE | dict(
+        head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, use_sliding_window=True,
+        sliding_window=WINDOW)),
+    "mixtral": (T.MixtralForCausalLM, T.MixtralConfig, LLAMA_LIKE | dict(num_local_experts=4, num_experts_per_tok=2,
+                                                                          sliding_window=WINDOW)),
+    "phi3": (T.Phi3ForCausalLM, T.Phi3Config, LLAMA_LIKE | dict(sliding_window=WINDOW)),
+    "phi": (T.PhiForCausalLM, T.PhiConfig, LLAMA_LIKE | dict(partial_rotary_factor=0.5, qk_layernorm=True)),
+    "gemma": (T.GemmaForCausalLM, T.GemmaConfig, LLAMA_LIKE | dict(head_dim=8)),
+    "olmo2": (T.Olmo2ForCausalLM, T.Olmo2Config, LLAMA_LIKE),
+    "olmo3": (T.Olmo3ForCausalLM, T.Olmo3Config, LLAMA_LIKE | dict(
+        sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])),
+    "smollm3": (T.SmolLM3ForCausalLM, T.SmolLM3Config, LLAMA_LIKE | dict(no_rope_layers=[1, 0])),
+    "granite": (T.GraniteForCausalLM, T.GraniteConfig, LLAMA_LIKE | dict(
+        embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=4.0)),
+    "cohere2": (T.Cohere2ForCausalLM, T.Cohere2Config, LLAMA_LIKE | dict(
+        sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])),
+    "ministral": (T.MinistralForCausalLM, T.MinistralConfig, LLAMA_LIKE | dict(
+        head_dim=8, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])),
+    "stablelm": (T.StableLmForCausalLM, T.StableLmConfig, LLAMA_LIKE | dict(partial_rotary_factor=0.5,
+                                                                            qk_layernorm=True)),
 }
 
 # (context, choices): contexts wider than the window; the last two pack no wider than it (GPT-Neo packs those)
@@ -81,13 +103,15 @@ def test_a_family_or_attention_not_checked_here_is_scored_choice_by_choice(tiny)
 def test_choice_scores_equal_the_models_own_forward(family):
     """Context sharing on (packed rows where the family packs) and off, in one batch and one by one."""
     model, tokenizer = family
+    gated = [m for m in model.modules() if hasattr(m, "gate_proj") and hasattr(m, "up_proj")]
+    assert all(linear._gated(m) for m in gated)  # their activation and product fused into oneDNN's products
     widest = attention_of(model).widest
     assert widest != 0 and (widest is None or any(packed_width(ctx, c) <= widest for ctx, c in REQUESTS))
     want = [own_logprobs(model, ctx, c) for ctx, choices in REQUESTS for c in choices]
     for share_context in (True, False):
         with torch.profiler.profile() as profile:
             together = choice_logprobs(model, REQUESTS, tokenizer.pad_token_id, 512, share_context)
-        assert any(e.key == "mkldnn::_linear_pointwise" for e in profile.key_averages()) == onednn_available()
+        assert any(e.key == "mkldnn::_linear_pointwise" for e in profile.key_averages()) == linear.onednn_available()
         alone = [choice_logprobs(model, [r], tokenizer.pad_token_id, 512, share_context)[0] for r in REQUESTS]
         for scores in (together, alone):
             assert largest_difference([s for per_request in scores for s in per_request], want) < 1e-4

@@ -5,7 +5,7 @@ not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matm
 built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
 on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
 use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
-gated MLP (Llama's, Mistral's, Qwen2's, Gemma 2/3's: `down(act(gate(x)) * up(x))`) also computes its
+gated MLP (Llama's, Mistral's, Qwen's, Gemma's and others': `down(act(gate(x)) * up(x))`) also computes its
 activation and product inside oneDNN's products (post-ops) instead of two more passes over its widest
 activations. The sums are the same products in another order: scores agree with MKL's to float rounding.
 Autograd, autocast and other dtypes keep `F.linear`.
@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); any count computes
-GATED_MLPS = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Gemma2MLP", "Gemma3MLP"}  # down(act(gate(x)) * up(x))
+# MLP classes whose forward is down(act(gate(x)) * up(x)) (tests/test_families.py: every family's takes this path)
+GATED_MLPS = {"LlamaMLP", "MistralMLP", "MinistralMLP", "Qwen2MLP", "Qwen3MLP", "Qwen3MoeMLP", "GemmaMLP",
+              "Gemma2MLP", "Gemma3MLP", "Olmo2MLP", "Olmo3MLP", "SmolLM3MLP", "GraniteMLP", "Cohere2MLP", "StableLmMLP"}
 POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
 
 

@@ -60,6 +60,9 @@ FAMILIES = {  # name -> (model class, config class, its size and attention argum
         head_dim=8, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])),
     "stablelm": (T.StableLmForCausalLM, T.StableLmConfig, LLAMA_LIKE | dict(partial_rotary_factor=0.5,
                                                                             qk_layernorm=True)),
+    "gpt_oss": (T.GptOssForCausalLM, T.GptOssConfig, LLAMA_LIKE | dict(  # attention sinks, eager attention
+        head_dim=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=WINDOW,
+        layer_types=["sliding_attention", "full_attention"])),
 }
 
 # (context, choices): contexts wider than the window; the last two pack no wider than it (GPT-Neo packs those)

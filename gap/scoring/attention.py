@@ -16,7 +16,7 @@ import torch
 # model types whose packed scores tests/test_families.py checks against the model's own forward pass
 PACKED_FAMILIES = frozenset({"llama", "opt", "gpt2", "gpt_neo", "gpt_neox", "qwen2", "gemma2", "gemma3_text",
                              "mistral", "qwen3", "qwen3_moe", "mixtral", "phi3", "phi", "gemma", "olmo2", "olmo3",
-                             "smollm3", "granite", "cohere2", "ministral", "stablelm"})
+                             "smollm3", "granite", "cohere2", "ministral", "stablelm", "gpt_oss"})
 MASKED_ATTENTION = ("eager", "sdpa")  # attention implementations that apply a 4D mask as given
 WINDOWED_TYPES = {"full_attention": False, "sliding_attention": True}  # layer type -> limited by the window
 

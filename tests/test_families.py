@@ -15,9 +15,10 @@ import transformers as T
 
 from gap.scoring import linear
 from gap.scoring.attention import PACKED_FAMILIES, attention_of
-from gap.scoring.generation import generate_from
-from gap.scoring.loglikelihood import choice_logprobs, packed_width
-from gap.scoring.prefill import prefill
+from gap.scoring.evaluator import Scoring, converse
+from gap.scoring.generation import generate_from, greedy_generate
+from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, packed_width
+from gap.scoring.prefill import keeps_state, prefill
 from tests.helpers import compose_cfg, largest_difference, own_logprobs, own_reply
 
 WINDOW = 4  # tokens: every context below is wider
@@ -65,6 +66,61 @@ FAMILIES = {  # name -> (model class, config class, its size and attention argum
         layer_types=["sliding_attention", "full_attention"])),
 }
 
+HYBRID = dict(intermediate_size=64, num_attention_heads=4, num_key_value_heads=2)  # an attention layer's
+STATEFUL = {  # families whose cache holds more than keys and values (Mamba-style, linear-attention, convolution
+    #          layers; Gemma 3n's layers that read other layers' keys)
+    "mamba": (T.MambaForCausalLM, T.MambaConfig, dict(hidden_size=32, num_hidden_layers=2, state_size=4)),
+    "mamba2": (T.Mamba2ForCausalLM, T.Mamba2Config, dict(hidden_size=32, num_hidden_layers=2, num_heads=4,
+                                                          head_dim=16, n_groups=1, state_size=8, chunk_size=8)),
+    "jamba": (T.JambaForCausalLM, T.JambaConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+        expert_layer_offset=1, num_experts=2, mamba_d_state=4)),
+    "falcon_h1": (T.FalconH1ForCausalLM, T.FalconH1Config, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8,
+        mamba_chunk_size=8)),
+    "granitemoehybrid": (T.GraniteMoeHybridForCausalLM, T.GraniteMoeHybridConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, layer_types=["mamba", "attention"], mamba_n_heads=4, mamba_d_head=16,
+        mamba_d_state=8, mamba_chunk_size=8, num_local_experts=2, num_experts_per_tok=1,
+        shared_intermediate_size=64)),
+    "bamba": (T.BambaForCausalLM, T.BambaConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, attn_layer_indices=[1], mamba_n_heads=4, mamba_d_head=16,
+        mamba_d_state=8, mamba_chunk_size=8)),
+    "zamba2": (T.Zamba2ForCausalLM, T.Zamba2Config, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, layers_block_type=["mamba", "hybrid"], mamba_d_state=8,
+        mamba_headdim=16, n_mamba_heads=4, chunk_size=8)),
+    "lfm2": (T.Lfm2ForCausalLM, T.Lfm2Config, HYBRID | dict(hidden_size=32, num_hidden_layers=2,
+                                                            layer_types=["conv", "full_attention"])),
+    "qwen3_next": (T.Qwen3NextForCausalLM, T.Qwen3NextConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, head_dim=8, layer_types=["linear_attention", "full_attention"],
+        linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
+        num_experts=2, num_experts_per_tok=1, moe_intermediate_size=16, shared_expert_intermediate_size=16)),
+    "qwen3_5_text": (T.Qwen3_5ForCausalLM, T.Qwen3_5TextConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, head_dim=8, layer_types=["linear_attention", "full_attention"],
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8)),
+    "olmo_hybrid": (T.OlmoHybridForCausalLM, T.OlmoHybridConfig, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=2, head_dim=8, layer_types=["linear_attention", "full_attention"],
+        linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=8, linear_value_head_dim=16)),
+    "falcon_mamba": (T.FalconMambaForCausalLM, T.FalconMambaConfig, dict(hidden_size=32, num_hidden_layers=2,
+                                                                          state_size=4, intermediate_size=64)),
+    "nemotron_h": (T.NemotronHForCausalLM, T.NemotronHConfig, HYBRID | dict(
+        hidden_size=32, head_dim=8, layers_block_type=["linear_attention", "full_attention", "mlp"],
+        ssm_state_size=8, mamba_num_heads=4, mamba_head_dim=16, chunk_size=8, n_groups=1)),
+    "gemma3n_text": (T.Gemma3nForCausalLM, T.Gemma3nTextConfig, HYBRID | dict(  # layers sharing others' KV cache
+        hidden_size=32, num_hidden_layers=4, head_dim=8, intermediate_size=[64] * 4, sliding_window=WINDOW,
+        layer_types=["sliding_attention", "full_attention"] * 2, num_kv_shared_layers=2,
+        hidden_size_per_layer_input=8, vocab_size_per_layer_input=300, laurel_rank=4, altup_num_inputs=2,
+        activation_sparsity_pattern=[0.0] * 4)),
+    "lfm3": (T.Lfm3ForCausalLM, T.Lfm3Config, HYBRID | dict(
+        hidden_size=32, num_hidden_layers=3, head_dim=8, layer_types=["conv", "full_attention", "sliding_attention"],
+        sliding_window=WINDOW)),
+    "kimi_linear": (T.KimiLinearForCausalLM, T.KimiLinearConfig, dict(
+        hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, num_experts=2, num_experts_per_token=1, num_shared_experts=1,
+        layer_types=["linear_attention", "full_attention"], mlp_layer_types=["dense", "sparse"], linear_head_dim=8,
+        linear_num_heads=4, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, head_dim=8, qk_head_dim=16,
+        kv_lora_rank=16, q_lora_rank=None)),
+}
+
 # (context, choices): contexts wider than the window; the last two pack no wider than it (GPT-Neo packs those)
 REQUESTS = [(list(range(10, 19)), [[40, 41, 42], [43], [44, 45, 46, 47, 48]]),
             ([11, 12], [[50, 51, 52, 53], [54, 55]]),
@@ -75,14 +131,18 @@ TARGETS = [[90, 91, 92, 93, 94], [], [95], [96, 97, 98]]  # uneven, one empty; o
 pytestmark = pytest.mark.usefixtures("onednn")
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request, tiny):
-    model_class, config_class, arguments = FAMILIES[request.param]
-    tokenizer = tiny[1]
+def tiny_family(entry, tokenizer):
+    """(model, tokenizer): a tiny random model of a FAMILIES or STATEFUL entry."""
+    model_class, config_class, arguments = entry
     config = config_class(vocab_size=len(tokenizer), max_position_embeddings=256, bos_token_id=None,
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **arguments)
     torch.manual_seed(0)
     return model_class(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tiny):
+    return tiny_family(FAMILIES[request.param], tiny[1])
 
 
 def test_every_packed_family_is_checked_here():
@@ -163,6 +223,55 @@ def test_static_decoding_replies_equal_the_models_own(family):
     stop = replies[0][2:4]  # cuts row 0 early, and any other reply holding it
     state = prefill(model, contexts, tokenizer.pad_token_id)
     assert generate_from(model, tokenizer, state, 10, stops=[stop], static=True) == [r.split(stop)[0] for r in replies]
+
+
+@pytest.mark.parametrize("name", list(STATEFUL))
+def test_a_stateful_family_scores_and_replies_as_its_own(tiny, name):
+    """A family with a recurrent state is never packed and its cache never cut back: choices scored choice
+    by choice, targets apart, replies decoded from a prefill of the prompts alone, in the model's own cache
+    (every row kept to the end). Scores as the model's forward, greedy replies as its `generate`."""
+    model, tokenizer = tiny_family(STATEFUL[name], tiny[1])
+    pad = tokenizer.pad_token_id
+    assert keeps_state(model) and attention_of(model).widest == 0
+    want = [own_logprobs(model, ctx, c) for ctx, choices in REQUESTS for c in choices]
+    got = choice_logprobs(model, REQUESTS, pad, 512, share_context=True)
+    assert largest_difference([s for per_request in got for s in per_request], want) < 1e-4
+    contexts = [ctx for ctx, _ in REQUESTS]
+    pairs = list(zip(contexts, TARGETS))
+    assert largest_difference(continuation_logprobs(model, pairs, pad, 512),
+                              [own_logprobs(model, ctx, target) for ctx, target in pairs]) < 1e-4
+    with pytest.raises(ValueError, match="recurrent state"):
+        prefill(model, contexts[:len(TARGETS)], pad, TARGETS)
+    replies = [own_reply(model, tokenizer, ctx, 8) for ctx in contexts]
+    assert greedy_generate(model, tokenizer, contexts, 8, []) == replies
+    stop = replies[0][2:4]  # rows finishing early stay in the batch, masked
+    assert greedy_generate(model, tokenizer, contexts, 8, [stop]) == [r.split(stop)[0] for r in replies]
+
+
+def test_a_stateful_familys_dialogue_batch_runs_in_passes_of_max_batch_tokens(tiny, data_dir):
+    """`converse` on a hybrid (Mamba and attention layers): its prompts decoded in several passes, each
+    record's loss and reply as the prompt's own."""
+    from gap.data.evaluation import tokenize_example
+    from gap.data.tasks import load_examples
+
+    model, tokenizer = tiny_family(STATEFUL["granitemoehybrid"], tiny[1])
+    items = [tokenize_example("empathetic_dialogues", ex, tokenizer, 512)
+             for ex in load_examples(data_dir, "empathetic_dialogues", "validation", 5)]
+    passes = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: passes.append(kwargs["input_ids"].shape),
+                                       with_kwargs=True)
+    try:
+        records = converse(model, tokenizer, items, Scoring(max_new_tokens=6, max_batch_tokens=1024))
+    finally:
+        hook.remove()
+    prompts = [shape for shape in passes if shape[1] > 1 and shape[0] < len(items)]  # prefills of the prompts
+    assert len(prompts) >= 2 and all(rows * width <= 1024 or rows == 1 for rows, width in prompts)
+    for item, record in zip(items, records):
+        target = item.continuations[0]
+        kept = (item.context + target)[-512:]  # a prompt and target over max_length lose their first tokens
+        lls = own_logprobs(model, kept[:-len(target)], target)
+        assert abs(record["nll"] + sum(lls)) < 1e-4 * len(lls) and record["tokens"] == len(lls)
+        assert record["pred"] == own_reply(model, tokenizer, item.context, 6).split("\nUser ")[0]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from gap.cli import run_cli
 from gap.data.corpus import read_corpus
 from gap.data.evaluation import load_eval_examples
 from gap.data.tasks import load_examples
-from gap.errors import ConfigError, DataError
+from gap.errors import ConfigError, DataError, ModelLoadError
 from gap.files import DiskFull, one_writer, replace_folder, write_atomic
 from gap.memory.arch import check_gguf
 from gap.modules.loading import check_model_config
@@ -314,6 +314,24 @@ def test_a_whole_model_folder_passes_and_loads_as_saved(model_folder, tiny, tmp_
     copy_with(torch_folder / "pytorch_model.bin", cut)
     with pytest.raises(DataError, match="pytorch_model.bin: not a whole PyTorch file"):
         check_model_config(local_model(torch_folder))
+
+
+@pytest.mark.parametrize("family", ["rwkv", "recurrent_gemma"])
+def test_a_family_the_evaluation_cannot_score_exactly_is_refused_at_loading(tiny, tmp_path, family):
+    """RWKV ignores the attention mask (left padding would be read: 1.3 nats off in a padded batch);
+    RecurrentGemma keeps its state in the model, where decoding cannot continue it."""
+    import transformers as T
+
+    from gap.modules.loading import load_model, load_tokenizer
+
+    tokenizer = tiny[1]
+    config = T.AutoConfig.for_model(family, vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64)
+    T.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cfg = local_model(tmp_path)
+    with pytest.raises(ModelLoadError, match=f"model '{tmp_path}' \\({family}\\) cannot be evaluated here: "):
+        load_model(cfg, load_tokenizer(cfg))
 
 
 @pytest.mark.parametrize("keep", [3000, -1], ids=["cut in the header", "1 byte short"])

@@ -29,7 +29,7 @@ from gap.scoring.batching import LOGITS_BUDGET, vocab_size
 from gap.scoring.generation import generate_from
 from gap.scoring.linear import onednn_linears
 from gap.scoring.loglikelihood import choice_logprobs
-from gap.scoring.prefill import prefill
+from gap.scoring.prefill import keeps_state, prefill
 
 # generation settings that leave greedy decoding as it is (HFLM passes the rest on to `generate`)
 GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k"}
@@ -163,7 +163,8 @@ class GapLM(TemplateLM):
     # ---- generation ---------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Greedy continuations; requests with the same stop strings and length are decoded together, in
-        batches whose KV cache stays within `KV_TOKENS` x `max_batch_tokens` tokens."""
+        batches whose KV cache stays within `KV_TOKENS` x `max_batch_tokens` tokens (a model that keeps a
+        recurrent state: batches of `max_batch_tokens`, its prefill being one pass)."""
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
             until, max_gen_toks = greedy_settings(req.args[1], getattr(req, "task_name", None))
@@ -183,7 +184,8 @@ class GapLM(TemplateLM):
                 raise SamplingRefused(f"max_gen_toks={max_gen_toks} leaves no room for a prompt in max_length="
                                       f"{self.max_length} tokens")
             prompts = [self.tok_encode(requests[i].args[0])[-keep:] for i in indices]
-            cache = KV_TOKENS * (self.max_batch_tokens or self.batch_size * self.max_length)
+            cache = (1 if keeps_state(self.model) else KV_TOKENS) * (self.max_batch_tokens or
+                                                                     self.batch_size * self.max_length)
             for batch in length_sorted_batches([len(p) + max_gen_toks for p in prompts], len(prompts), int(cache),
                                                fill=None):
                 state = prefill(self.model, [prompts[b] for b in batch], self.pad_id,

@@ -19,6 +19,11 @@ from gap.random_init import byte_tokenizer, random_init_config
 from gap.schema import DTYPE_NAMES
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+UNSUPPORTED_FAMILIES = {  # model type -> why the evaluation cannot score or decode it exactly
+    "rwkv": "its forward ignores the attention mask, so left-padded batches would be scored with their padding",
+    "recurrent_gemma": "it keeps its recurrent state inside the model, not in a cache that decoding can continue",
+    "minimax": "it takes only a cache of its own class, which decoding cannot continue",
+}
 
 
 def check_model_config(model_cfg) -> None:
@@ -182,6 +187,9 @@ def load_model(model_cfg, tokenizer):
         # no hub kernels (transformers >= 5.25 swaps them in by default): they replace the model's own layers,
         # which the engine's exactness and the oneDNN products rely on, and fetch code from the hub
         model = _from_pretrained(AutoModelForCausalLM, model_cfg, dtype=dtype, use_kernels=False)
+    if model.config.model_type in UNSUPPORTED_FAMILIES:
+        raise ModelLoadError(f"model {model_cfg.path!r} ({model.config.model_type}) cannot be evaluated here: "
+                             f"{UNSUPPORTED_FAMILIES[model.config.model_type]}")
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights arrive dequantised
         model.hf_quantizer = None
         model.is_quantized = False

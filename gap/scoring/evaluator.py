@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gap.data.tasks import TASKS
-from gap.ordering import in_input_order
+from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.generation import generate_from
 from gap.scoring.linear import with_onednn_linears
 from gap.scoring.loglikelihood import choice_logprobs, continuation_logprobs, fits
 from gap.scoring.metrics import unigram_f1
-from gap.scoring.prefill import prefill
+from gap.scoring.prefill import keeps_state, prefill
 
 
 @dataclass(frozen=True)
@@ -67,20 +67,27 @@ def classify(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
 
 def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     """A greedy reply (`pred`, its unigram F1 against the target) and the target's teacher-forced NLL,
-    both from one pass over prompt + target."""
+    both from one pass over prompt + target. A model that keeps a recurrent state (`keeps_state`) scores
+    its targets apart and decodes its prompts in passes of at most `max_batch_tokens`."""
     pad_id = tokenizer.pad_token_id
+    stateful = keeps_state(model)
     # a prompt + target over max_length is scored apart, as the authors truncated it
-    whole = [fits(it.context, it.continuations, scoring.max_length) for it in items]
-    state = prefill(model, [it.context for it in items], pad_id,
-                    targets=[it.continuations[0] if fit else [] for it, fit in zip(items, whole)],
-                    max_tokens=scoring.max_batch_tokens, room=scoring.max_new_tokens)
-    fitted = [i for i, fit in enumerate(whole) if fit]
+    whole = [not stateful and fits(it.context, it.continuations, scoring.max_length) for it in items]
+    groups = length_sorted_batches([it.cost(scoring.max_new_tokens) for it in items], len(items),
+                                   scoring.max_batch_tokens, fill=None) if stateful else [list(range(len(items)))]
+    teacher_forced, replies = {}, []
+    for group in groups:
+        state = prefill(model, [items[i].context for i in group], pad_id,
+                        targets=[items[i].continuations[0] if whole[i] else [] for i in group],
+                        max_tokens=scoring.max_batch_tokens, room=scoring.max_new_tokens)
+        teacher_forced.update((i, lls) for i, lls in zip(group, state.target_logprobs) if whole[i])
+        replies.append((group, generate_from(model, tokenizer, state, scoring.max_new_tokens, list(scoring.stops))))
     long = [i for i, fit in enumerate(whole) if not fit]
     pairs = [(items[i].context, items[i].continuations[0]) for i in long]
     token_lls = in_input_order(len(items), [
-        (fitted, [state.target_logprobs[i] for i in fitted]),
+        (list(teacher_forced), list(teacher_forced.values())),
         (long, continuation_logprobs(model, pairs, pad_id, scoring.max_length, scoring.max_batch_tokens))])
-    replies = generate_from(model, tokenizer, state, scoring.max_new_tokens, list(scoring.stops))
+    replies = in_input_order(len(items), replies)
     return [{"index": it.example.index, "target": it.example.target, "pred": reply,
              "f1": unigram_f1(reply, it.target_text), "nll": -sum(lls), "tokens": len(lls)}
             for it, lls, reply in zip(items, token_lls, replies)]

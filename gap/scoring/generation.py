@@ -12,7 +12,7 @@ from transformers.cache_utils import DynamicLayer
 
 from gap.scoring.attention import attention_of, model_masks
 from gap.scoring.linear import with_onednn_linears
-from gap.scoring.prefill import Prefill, ReservedLayer, prefill
+from gap.scoring.prefill import Prefill, ReservedLayer, keeps_state, prefill
 
 # (before, after(inputs)) pairs called around each replayed step: a replay does not run the model's
 # forward, whose hooks the benchmark counts passes with
@@ -48,8 +48,10 @@ class _Growing:
 
     def __init__(self, model, state: Prefill, max_new_tokens: int):
         self.model, self.cache = model, state.cache
-        self.cache.layers = [layer if isinstance(layer, ReservedLayer) and layer.room >= max_new_tokens
-                             else ReservedLayer.around(layer, max_new_tokens) for layer in self.cache.layers]
+        self.stateful = keeps_state(model)  # then its own cache is kept as it is, and every row
+        if not self.stateful:
+            self.cache.layers = [layer if isinstance(layer, ReservedLayer) and layer.room >= max_new_tokens
+                                 else ReservedLayer.around(layer, max_new_tokens) for layer in self.cache.layers]
         self.mask, self.position = state.mask, state.lengths.unsqueeze(-1)
 
     def drop(self, keep: torch.Tensor) -> None:
@@ -60,8 +62,11 @@ class _Growing:
     def step(self, tokens: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """fp32 logits after feeding each row's next token (a finished row's is masked)."""
         self.mask = torch.cat([self.mask, live.to(self.mask.dtype).unsqueeze(-1)], dim=1)
-        out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=self.mask, position_ids=self.position,
-                         cache=self.cache, use_cache=True)
+        inputs = dict(input_ids=tokens.unsqueeze(-1), attention_mask=self.mask, position_ids=self.position,
+                      cache=self.cache, use_cache=True)
+        if self.stateful:  # as its own `generate` prepares a step (Mamba's take no mask once their state holds it)
+            inputs = self.model.prepare_inputs_for_generation(**inputs, is_first_iteration=False)
+        out = self.model(**inputs)
         self.position = self.position + 1
         return out.logits[:, -1].float()
 
@@ -151,7 +156,7 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
     A row finishes at EOS (the tokenizer's, or any of `eos_ids`: what the model's `generate` stops at) or
     once its decoded text holds a stop string; generation ends when all rows have. Finished rows are masked
     out (no model FLOPs are counted for them); growing decoding drops them from the batch once they are half
-    of it (dropping copies the cache, so not at every finish).
+    of it (dropping copies the cache, so not at every finish; a model that `keeps_state` keeps them).
     `static`: steps of fixed shapes, graphed on a GPU; by default on a GPU, where the model's masks are
     wholly the engine's (`attention_of`: every layer's limits rebuilt in the mask). `state` is used up.
     """
@@ -181,7 +186,7 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
             live[i] = not any(stop in text for stop in stops)
         if not any(live) or step == max_new_tokens - 1:
             break
-        if not static and 2 * sum(live) <= len(live):
+        if not static and not decoder.stateful and 2 * sum(live) <= len(live):
             keep = [i for i in range(len(rows)) if live[i]]
             decoder.drop(torch.tensor(keep, device=device))
             rows, live = [rows[i] for i in keep], [True] * len(keep)

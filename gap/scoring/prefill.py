@@ -50,6 +50,19 @@ class ReservedLayer(DynamicLayer):
         self._expose()
 
 
+def keeps_state(model) -> bool:
+    """Whether the model carries a state from token to token besides keys and values (Mamba-style,
+    linear-attention and convolution layers): such a cache cannot be cut back to the context after a
+    teacher-forced target, nor joined from several passes, so `prefill` runs its contexts alone, in one pass."""
+    if getattr(model, "_is_stateful", False):
+        return True
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except (AttributeError, KeyError, ValueError):  # a cache of the model's own kind (DeepSeek-V4's, BLT's)
+        return False
+    return any(not isinstance(layer, DynamicLayer) for layer in layers)
+
+
 @dataclass
 class Prefill:
     cache: object               # the model's KV cache after the contexts
@@ -76,9 +89,14 @@ def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[in
     in left-padded passes that close at a row under `fill` x their widest, hold at most `max_tokens` row
     positions and logits within `logits_budget`; the passes' caches are joined into one, so that
     generation decodes every row at once, with `room` more positions reserved in every layer (the
-    tokens generation will add, written in place: `ReservedLayer`).
+    tokens generation will add, written in place: `ReservedLayer`). A model that `keeps_state` takes its
+    contexts, without targets, in one pass, and keeps its own cache.
     """
     targets = targets or [[] for _ in contexts]
+    if keeps_state(model):
+        if any(targets):
+            raise ValueError(f"{model.config.model_type} keeps a recurrent state: score its targets apart")
+        return _prefill_pass(model, contexts, targets, pad_id, DynamicCache(config=model.config))
     attention = attention_of(model)
     # packed, a target's last token is not fed (nothing after it is scored)
     lengths = [len(c) + max(len(t) - 1, 0) for c, t in zip(contexts, targets)]
@@ -143,9 +161,10 @@ def _packed_pass(model, rows: list[list[tuple[list[int], list[int]]]], pad_id: i
     return Prefill(out.cache, mask.to(device), torch.tensor(lengths, device=device), last_logits, target_logprobs)
 
 
-def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pad_id: int) -> Prefill:
+def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pad_id: int,
+                  cache: DynamicCache | None = None) -> Prefill:
     """One left-padded forward pass, a row per context with its target after it (right-padded); the
-    cache is then cut back to the contexts."""
+    cache (by default one that keeps every position in every layer) is then cut back to the contexts."""
     ids, mask, positions = left_pad(contexts, pad_id, model.device)
     lengths = mask.sum(-1)
     extra = max(len(t) for t in targets)
@@ -158,7 +177,7 @@ def _prefill_pass(model, contexts: list[list[int]], targets: list[list[int]], pa
     out = model(input_ids=torch.cat([ids, target_ids], dim=1),
                 attention_mask=torch.cat([mask, target_mask.to(model.device)], dim=1),
                 position_ids=torch.cat([positions, lengths[:, None] + torch.arange(extra, device=model.device)], 1),
-                cache=DynamicCache(), use_cache=True, logits_to_keep=extra + 1)
+                cache=DynamicCache() if cache is None else cache, use_cache=True, logits_to_keep=extra + 1)
     # kept logits j < extra (from the context's last token on) predict target token j
     target_logprobs = logprobs_at(out.logits, [(row, range(len(t))) for row, t in enumerate(targets)], targets)
     if extra:

@@ -34,6 +34,16 @@ def test_local_config_json_is_counted_on_meta(tmp_path):
     assert model_arch(cfg).params == sum(p.numel() for p in OPTForCausalLM(config).parameters())
 
 
+def test_a_model_without_attention_is_counted_with_no_keys(tmp_path):
+    """Mamba: no attention heads in its config, nothing in its cache grows with the tokens."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    config = MambaConfig(hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=100)
+    config.save_pretrained(tmp_path)
+    arch = model_arch(OmegaConf.create({"name": "local", "path": str(tmp_path), "dtype": "float32"}))
+    assert arch.params == sum(p.numel() for p in MambaForCausalLM(config).parameters()) and arch.kv_dim == 0
+
+
 def test_gguf_header_counts_smollm2():
     path = embedded_gguf()
     if not path.is_file():

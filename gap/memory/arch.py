@@ -30,11 +30,13 @@ def _meta_arch(config) -> Arch:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     text = config.get_text_config()
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    heads = getattr(text, "num_attention_heads", None)
+    kv_dim = 0  # no attention layer (Mamba): nothing in its cache grows with the tokens
+    if heads:
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        kv_dim = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
     return Arch(sum(p.numel() for p in model.parameters()), text.num_hidden_layers, text.hidden_size,
-                text.vocab_size, kv_heads * head_dim)
+                text.vocab_size, kv_dim)
 
 
 def gguf_arch(path) -> Arch:

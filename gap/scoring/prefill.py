@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
 
 from gap.ordering import in_input_order, length_sorted_batches
 from gap.scoring.attention import attention_of
@@ -51,16 +51,16 @@ class ReservedLayer(DynamicLayer):
 
 
 def keeps_state(model) -> bool:
-    """Whether the model carries a state from token to token besides keys and values (Mamba-style,
-    linear-attention and convolution layers): such a cache cannot be cut back to the context after a
-    teacher-forced target, nor joined from several passes, so `prefill` runs its contexts alone, in one pass."""
-    if getattr(model, "_is_stateful", False):
-        return True
+    """Whether the model's cache holds more than keys and values: a recurrent state (Mamba-style,
+    linear-attention and convolution layers), or layers that read other layers' keys (Gemma 3n). Such a
+    cache cannot be cut back to the context after a teacher-forced target, nor joined from several passes,
+    so `prefill` runs its contexts alone, in one pass."""
     try:
         layers = DynamicCache(config=model.config).layers
     except (AttributeError, KeyError, ValueError):  # a cache of the model's own kind (DeepSeek-V4's, BLT's)
         return False
-    return any(not isinstance(layer, DynamicLayer) for layer in layers)
+    return any(isinstance(layer, LinearAttentionCacheLayerMixin) or not isinstance(layer, DynamicLayer)
+               for layer in layers)
 
 
 @dataclass

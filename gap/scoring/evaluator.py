@@ -71,7 +71,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     its targets apart and decodes its prompts in passes of at most `max_batch_tokens`."""
     pad_id = tokenizer.pad_token_id
     stateful = keeps_state(model)
-    # a prompt + target over max_length is scored apart, as the authors truncated it
+    # a prompt + target over max_length is scored apart, as the authors truncated it (a stateful model's, any)
     whole = [not stateful and fits(it.context, it.continuations, scoring.max_length) for it in items]
     groups = length_sorted_batches([it.cost(scoring.max_new_tokens) for it in items], len(items),
                                    scoring.max_batch_tokens, fill=None) if stateful else [list(range(len(items)))]
@@ -82,11 +82,11 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
                         max_tokens=scoring.max_batch_tokens, room=scoring.max_new_tokens)
         teacher_forced.update((i, lls) for i, lls in zip(group, state.target_logprobs) if whole[i])
         replies.append((group, generate_from(model, tokenizer, state, scoring.max_new_tokens, list(scoring.stops))))
-    long = [i for i, fit in enumerate(whole) if not fit]
-    pairs = [(items[i].context, items[i].continuations[0]) for i in long]
+    apart = [i for i, fit in enumerate(whole) if not fit]
+    pairs = [(items[i].context, items[i].continuations[0]) for i in apart]
     token_lls = in_input_order(len(items), [
         (list(teacher_forced), list(teacher_forced.values())),
-        (long, continuation_logprobs(model, pairs, pad_id, scoring.max_length, scoring.max_batch_tokens))])
+        (apart, continuation_logprobs(model, pairs, pad_id, scoring.max_length, scoring.max_batch_tokens))])
     replies = in_input_order(len(items), replies)
     return [{"index": it.example.index, "target": it.example.target, "pred": reply,
              "f1": unigram_f1(reply, it.target_text), "nll": -sum(lls), "tokens": len(lls)}

@@ -377,6 +377,32 @@ def test_benchmark_peak_in_bf16_is_pytorchs_own_product_on_any_cpu():
         assert list(matmul_rates("cpu", torch.float32, seconds=0.2, window=0.1)) == ["default", "oneDNN"]
 
 
+def test_repeated_benchmark_runs_keep_each_tasks_fastest_and_sum_groups_over_them():
+    """`make bench +repeat=N`: per task the fastest of an engine's runs (each task may come from another
+    run), the sums over classification, dialogue and all of those, and runs that disagree refused."""
+    from bench.evaluation import COUNTS, fastest, with_groups
+
+    def row(seconds):
+        return {"seconds": seconds, "cpu_seconds": 2 * seconds, "examples": 1, "predictions": ["a"],
+                "scores": [[0.5]], **{k: 1.0 for k in COUNTS if k != "seconds"}}
+
+    runs = [{"tasks": {"piqa": row(3.0), "hellaswag": row(5.0), "empathetic_dialogues": row(9.0)}, "phases": "first",
+             "kv_bytes": 1},
+            {"tasks": {"piqa": row(4.0), "hellaswag": row(2.0), "empathetic_dialogues": row(7.0)}, "phases": "second",
+             "kv_bytes": 2}]
+    best = fastest(runs)
+    assert {t: r["seconds"] for t, r in best["tasks"].items()} == {"piqa": 3.0, "hellaswag": 2.0,
+                                                                   "empathetic_dialogues": 7.0}
+    assert best["phases"] == "second" and best["kv_bytes"] == 2  # the fastest run in all: 13 s against 17 s
+    rows = with_groups(best["tasks"])
+    assert rows["**classification**"]["seconds"] == 5.0 and rows["**dialogue**"]["seconds"] == 7.0
+    assert rows["**all**"]["seconds"] == 12.0 and rows["**all**"]["cpu_seconds"] == 24.0
+    assert rows["**all**"]["examples"] == 3 and "**all**" not in best["tasks"]
+    runs[1]["tasks"]["piqa"]["predictions"] = ["b"]
+    with pytest.raises(RuntimeError, match="piqa"):
+        fastest(runs)
+
+
 def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_from_generation(fresh_tiny_model):
     from bench.evaluation import FlopCounter
 

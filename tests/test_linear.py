@@ -2,6 +2,8 @@
 default (the gated MLP's activation and product fused into its products), weights packed anew in each
 block (the weights may change between evaluations), autograd untouched. `tests/test_families.py` checks
 every family's scores and replies through it."""
+import json
+
 import pytest
 import torch
 
@@ -44,3 +46,32 @@ def test_gradients_and_autocast_keep_the_default_linear(fresh_tiny_model, onednn
         with torch.autocast("cpu", torch.bfloat16):
             assert model(input_ids=ids).logits.dtype == torch.bfloat16
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, monkeypatch):
+    """`onednn_pays` measures once which library computes wide fp32 products faster here and keeps the
+    verdict per CPU kind, thread count and PyTorch version beside other machines' verdicts, so that every
+    later run on this machine computes alike; a damaged record is measured again, an unwritable one
+    leaves the verdict to the process."""
+    monkeypatch.setenv("GAP_CACHE_DIR", str(tmp_path))
+    record = tmp_path / linear.CPU_VERDICTS
+    other = {"GenuineIntel 6 143 another CPU, 2 threads, torch 2.13.0": True}
+    record.write_text(json.dumps(other))
+    linear.onednn_pays.cache_clear()
+    verdict = linear.onednn_pays()
+    verdicts = json.loads(record.read_text())
+    (key,) = set(verdicts) - set(other)
+    assert verdicts == other | {key: verdict}
+    assert f"{torch.get_num_threads()} threads" in key and torch.__version__ in key
+    record.write_text(json.dumps({key: not verdict}))  # kept, not measured again: the next process reads it
+    linear.onednn_pays.cache_clear()
+    assert linear.onednn_pays() is (not verdict)
+    for damage in ("{not json", "[1, 2]", json.dumps({key: "yes"})):
+        record.write_text(damage)
+        linear.onednn_pays.cache_clear()
+        assert isinstance(linear.onednn_pays(), bool)
+        assert isinstance(json.loads(record.read_text())[key], bool)
+    monkeypatch.setenv("GAP_CACHE_DIR", str(record))  # a file where the folder should be: nothing written
+    linear.onednn_pays.cache_clear()
+    assert isinstance(linear.onednn_pays(), bool)
+    linear.onednn_pays.cache_clear()

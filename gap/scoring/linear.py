@@ -1,8 +1,10 @@
-"""fp32 linear layers through oneDNN during evaluation, on CPUs where PyTorch's default BLAS runs slow kernels.
+"""fp32 linear layers through oneDNN during evaluation, on CPUs where PyTorch's default BLAS runs slower.
 
 PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
-not Intel's: on an AMD EPYC with AVX-512 (Zen 5) that is half the machine's matmul rate. oneDNN, also
-built into PyTorch, picks its kernels by instruction set. Within `onednn_linears`, each fp32 `nn.Linear`
+not Intel's: on an AMD EPYC with AVX-512 that is half the machine's matmul rate. oneDNN, also built into
+PyTorch, picks its kernels by instruction set. Which library is faster differs even between AVX2 CPUs of
+one vendor (oneDNN on a Zen 2 EPYC, MKL on a Zen 3 one), so it is measured once per CPU kind
+(`onednn_pays`). Within `onednn_linears`, each fp32 `nn.Linear`
 on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
 use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
 gated MLP (Llama's, Mistral's, Qwen's, Gemma's and others': `down(act(gate(x)) * up(x))`) also computes its
@@ -10,17 +12,24 @@ activation and product inside oneDNN's products (post-ops) instead of two more p
 activations. The sums are the same products in another order: scores agree with MKL's to float rounding.
 Autograd, autocast and other dtypes keep `F.linear`.
 """
+import contextlib
 import functools
+import json
+import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from gap.files import write_atomic
+
 PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); any count computes
 # MLP classes whose forward is down(act(gate(x)) * up(x)) (tests/test_families.py: every family's takes this path)
 GATED_MLPS = {"LlamaMLP", "MistralMLP", "MinistralMLP", "Qwen2MLP", "Qwen3MLP", "Qwen3MoeMLP", "GemmaMLP",
               "Gemma2MLP", "Gemma3MLP", "Olmo2MLP", "Olmo3MLP", "SmolLM3MLP", "GraniteMLP", "Cohere2MLP", "StableLmMLP"}
+CPU_VERDICTS = "cpu_products.json"  # in the cache folder: per CPU kind, whether oneDNN's products are faster
 POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
 
 
@@ -29,15 +38,57 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _cpu_name() -> str | None:
+    """This CPU's vendor and model as /proc/cpuinfo names them (None off Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+    return " ".join(fields.get(k, "?") for k in ("vendor_id", "cpu family", "model", "model name"))
+
+
+def _onednn_faster(seconds: float = 0.6, window: float = 0.05) -> bool:
+    """Whether oneDNN computes a product of 512 rows by a 1024 x 1024 fp32 weight (the scoring passes'
+    kind, most of an evaluation's time) faster than PyTorch's default: each library the best of short
+    windows, the two taking turns, so that a busy neighbour slows both alike."""
+    x, weight = torch.randn(512, 1024), torch.randn(1024, 1024)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+    products = {"default": lambda: nn.functional.linear(x, weight),
+                "oneDNN": lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")}
+    best = dict.fromkeys(products, float("inf"))
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for name, product in products.items():
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < window:
+                product()
+                n += 1
+            best[name] = min(best[name], (time.perf_counter() - start) / n)
+    return best["oneDNN"] < best["default"]
+
+
 @functools.cache
 def onednn_pays() -> bool:
-    """Whether this CPU computes fp32 products faster in oneDNN than in MKL: one that is not Intel's
-    (MKL runs its AVX2 kernels there), with oneDNN's linear operator in this PyTorch build."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: keep PyTorch's default
+    """Whether this CPU computes fp32 products faster in oneDNN than in PyTorch's default, measured once
+    per CPU kind, thread count and PyTorch version and kept in `$GAP_CACHE_DIR/cpu_products.json`, so that
+    every run on a machine computes with the same library (their scores differ by float rounding). A
+    damaged file is measured again; one that cannot be written leaves the verdict to this process."""
+    cpu = _cpu_name()
+    if cpu is None or not onednn_available():  # not Linux, or no oneDNN: PyTorch's default
         return False
-    return "GenuineIntel" not in cpuinfo and onednn_available()
+    path = Path(os.environ.get("GAP_CACHE_DIR") or Path.home() / ".cache" / "gap") / CPU_VERDICTS
+    key = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    try:
+        verdicts = json.loads(path.read_text())
+        if isinstance(verdicts.get(key), bool):
+            return verdicts[key]
+    except (OSError, ValueError, AttributeError):
+        verdicts = {}
+    verdicts = (verdicts if isinstance(verdicts, dict) else {}) | {key: _onednn_faster()}
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(verdicts, indent=1) + "\n")
+    return verdicts[key]
 
 
 class _Packs(dict):

@@ -75,3 +75,16 @@ def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, mon
     linear.onednn_pays.cache_clear()
     assert isinstance(linear.onednn_pays(), bool)
     linear.onednn_pays.cache_clear()
+
+
+def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_model):
+    """A bf16 model (or one on a GPU) computes nothing through oneDNN, so its evaluation spends no time
+    measuring which library is faster."""
+    model = fresh_tiny_model.to(torch.bfloat16)
+    linear.onednn_pays.cache_clear()
+    with linear.onednn_linears(model):
+        logits(model, torch.tensor([[1, 2, 3]]))
+    assert linear.onednn_pays.cache_info().misses == 0
+    with linear.onednn_linears(model.float()):
+        pass
+    assert linear.onednn_pays.cache_info().misses == 1

@@ -139,8 +139,8 @@ def onednn_linears(model):
     """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays
     (`onednn_pays`), from weights packed once in the block: the weights must not change inside it (an
     evaluation). Nested blocks share the outermost one's packs; leaving it frees them and restores the
-    model."""
-    if getattr(model, "_onednn_active", False) or not onednn_pays():
+    model. A model with no such layer (on a GPU, in bf16) never measures the CPU (`onednn_pays`)."""
+    if getattr(model, "_onednn_active", False) or not any(map(_served, model.modules())) or not onednn_pays():
         yield
         return
     packs = _Packs()

@@ -58,7 +58,12 @@ def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, mon
     other = {"GenuineIntel 6 143 another CPU, 2 threads, torch 2.13.0": True}
     record.write_text(json.dumps(other))
     linear.onednn_pays.cache_clear()
-    verdict = linear.onednn_pays()
+    torch.manual_seed(0)
+    with torch.autocast("cpu", torch.bfloat16):  # measured in fp32 all the same
+        verdict = linear.onednn_pays()
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))  # the run's random numbers as they were
     verdicts = json.loads(record.read_text())
     (key,) = set(verdicts) - set(other)
     assert verdicts == other | {key: verdict}

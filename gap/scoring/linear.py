@@ -51,20 +51,23 @@ def _cpu_name() -> str | None:
 def _onednn_faster(seconds: float = 0.6, window: float = 0.05) -> bool:
     """Whether oneDNN computes a product of 512 rows by a 1024 x 1024 fp32 weight (the scoring passes'
     kind, most of an evaluation's time) faster than PyTorch's default: each library the best of short
-    windows, the two taking turns, so that a busy neighbour slows both alike."""
-    x, weight = torch.randn(512, 1024), torch.randn(1024, 1024)
+    windows, the two taking turns, so that a busy neighbour slows both alike. In fp32 whatever autocast
+    the caller runs under, and from a generator of its own: the run's random numbers stay as they were."""
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.rand(512, 1024, generator=generator), torch.rand(1024, 1024, generator=generator)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
     products = {"default": lambda: nn.functional.linear(x, weight),
                 "oneDNN": lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")}
     best = dict.fromkeys(products, float("inf"))
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for name, product in products.items():
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < window:
-                product()
-                n += 1
-            best[name] = min(best[name], (time.perf_counter() - start) / n)
+    with torch.autocast("cpu", enabled=False), torch.no_grad():
+        while time.perf_counter() < end:
+            for name, product in products.items():
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < window:
+                    product()
+                    n += 1
+                best[name] = min(best[name], (time.perf_counter() - start) / n)
     return best["oneDNN"] < best["default"]
 
 

@@ -78,13 +78,15 @@ def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, mon
         assert isinstance(json.loads(record.read_text())[key], bool)
     monkeypatch.setenv("GAP_CACHE_DIR", str(record))  # a file where the folder should be: nothing written
     linear.onednn_pays.cache_clear()
-    assert isinstance(linear.onednn_pays(), bool)
+    kept = record.read_text()
+    assert isinstance(linear.onednn_pays(), bool) and record.read_text() == kept
     linear.onednn_pays.cache_clear()
 
 
-def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_model):
+def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_model, tmp_path, monkeypatch):
     """A bf16 model (or one on a GPU) computes nothing through oneDNN, so its evaluation spends no time
     measuring which library is faster."""
+    monkeypatch.setenv("GAP_CACHE_DIR", str(tmp_path))
     model = fresh_tiny_model.to(torch.bfloat16)
     linear.onednn_pays.cache_clear()
     with linear.onednn_linears(model):
@@ -92,4 +94,5 @@ def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_mode
     assert linear.onednn_pays.cache_info().misses == 0
     with linear.onednn_linears(model.float()):
         pass
-    assert linear.onednn_pays.cache_info().misses == 1
+    assert linear.onednn_pays.cache_info().misses == 1 and (tmp_path / linear.CPU_VERDICTS).exists()
+    linear.onednn_pays.cache_clear()

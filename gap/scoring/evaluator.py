@@ -71,7 +71,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
     its targets apart and decodes its prompts in passes of at most `max_batch_tokens`."""
     pad_id = tokenizer.pad_token_id
     stateful = keeps_state(model)
-    # a prompt + target over max_length is scored apart, as the authors truncated it (a stateful model's, any)
+    # a prompt + target over max_length is scored apart, as the authors truncated it; a stateful model's, always
     whole = [not stateful and fits(it.context, it.continuations, scoring.max_length) for it in items]
     groups = length_sorted_batches([it.cost(scoring.max_new_tokens) for it in items], len(items),
                                    scoring.max_batch_tokens, fill=None) if stateful else [list(range(len(items)))]

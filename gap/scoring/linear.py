@@ -88,7 +88,7 @@ def onednn_pays() -> bool:
             return verdicts[key]
     except (OSError, ValueError, AttributeError):
         verdicts = {}
-    verdicts = (verdicts if isinstance(verdicts, dict) else {}) | {key: _onednn_faster()}
+    verdicts[key] = _onednn_faster()
     with contextlib.suppress(OSError):
         write_atomic(path, json.dumps(verdicts, indent=1) + "\n")
     return verdicts[key]

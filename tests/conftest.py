@@ -34,8 +34,9 @@ def tiny():
 
 @pytest.fixture
 def onednn(monkeypatch):
-    """The engine's linear layers through oneDNN on any CPU whose PyTorch has it (by default only where MKL
-    is slower: `gap.scoring.linear.onednn_pays`), so that the tests check that path on every machine."""
+    """The engine's linear layers through oneDNN in every phase on any CPU whose PyTorch has it (by default
+    only where MKL is slower: `gap.scoring.linear.onednn_pays`), so that the tests check that path on every
+    machine."""
     import gap.scoring.linear as linear
 
-    monkeypatch.setattr(linear, "onednn_pays", linear.onednn_available)
+    monkeypatch.setattr(linear, "onednn_pays", lambda: dict.fromkeys(linear.PHASE_ROWS, linear.onednn_available()))

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import gap.scoring.linear as linear
+from gap.scoring.generation import generate_from
+from gap.scoring.prefill import prefill
 
 pytestmark = pytest.mark.skipif(not linear.onednn_available(), reason="this PyTorch has no oneDNN linear operator")
 
@@ -49,13 +51,13 @@ def test_gradients_and_autocast_keep_the_default_linear(fresh_tiny_model, onednn
 
 
 def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, monkeypatch):
-    """`onednn_pays` measures once which library computes wide fp32 products faster here and keeps the
-    verdict per CPU kind, thread count and PyTorch version beside other machines' verdicts, so that every
-    later run on this machine computes alike; a damaged record is measured again, an unwritable one
-    leaves the verdict to the process."""
+    """`onednn_pays` measures once per phase which library computes fp32 products faster here (a scoring
+    pass's hundreds of rows, a decoding step's few) and keeps the verdicts per CPU kind, thread count and
+    PyTorch version beside other machines', so that every later run on this machine computes alike; a
+    damaged record is measured again, an unwritable one leaves the verdicts to the process."""
     monkeypatch.setenv("GAP_CACHE_DIR", str(tmp_path))
     record = tmp_path / linear.CPU_VERDICTS
-    other = {"GenuineIntel 6 143 another CPU, 2 threads, torch 2.13.0": True}
+    other = {"GenuineIntel 6 143 another CPU, 2 threads, torch 2.13.0": {"scoring": True, "decoding": True}}
     record.write_text(json.dumps(other))
     linear.onednn_pays.cache_clear()
     torch.manual_seed(0)
@@ -68,18 +70,26 @@ def test_the_faster_library_is_measured_once_per_cpu_kind_and_kept(tmp_path, mon
     (key,) = set(verdicts) - set(other)
     assert verdicts == other | {key: verdict}
     assert f"{torch.get_num_threads()} threads" in key and torch.__version__ in key
-    record.write_text(json.dumps({key: not verdict}))  # kept, not measured again: the next process reads it
+    assert verdict.keys() == {"scoring", "decoding"} and all(type(v) is bool for v in verdict.values())
+    flipped = {phase: not v for phase, v in verdict.items()}
+    record.write_text(json.dumps({key: flipped}))  # kept, not measured again: the next process reads it
     linear.onednn_pays.cache_clear()
-    assert linear.onednn_pays() is (not verdict)
-    for damage in ("{not json", "[1, 2]", json.dumps({key: "yes"})):
-        record.write_text(damage)
+    assert linear.onednn_pays() == flipped
+
+    def measured_again():
         linear.onednn_pays.cache_clear()
-        assert isinstance(linear.onednn_pays(), bool)
-        assert isinstance(json.loads(record.read_text())[key], bool)
+        got = linear.onednn_pays()
+        return got.keys() == verdict.keys() and json.loads(record.read_text())[key] == got
+
+    # damaged, or an earlier version's one verdict for both phases, or a phase missing
+    for damage in ("{not json", "[1, 2]", json.dumps({key: "yes"}), json.dumps({key: True}),
+                   json.dumps({key: {"scoring": True}}), json.dumps({key: {"scoring": 1, "decoding": 0}})):
+        record.write_text(damage)
+        assert measured_again()
     monkeypatch.setenv("GAP_CACHE_DIR", str(record))  # a file where the folder should be: nothing written
     linear.onednn_pays.cache_clear()
     kept = record.read_text()
-    assert isinstance(linear.onednn_pays(), bool) and record.read_text() == kept
+    assert linear.onednn_pays().keys() == verdict.keys() and record.read_text() == kept
     linear.onednn_pays.cache_clear()
 
 
@@ -96,3 +106,31 @@ def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_mode
         pass
     assert linear.onednn_pays.cache_info().misses == 1 and (tmp_path / linear.CPU_VERDICTS).exists()
     linear.onednn_pays.cache_clear()
+
+
+def test_scoring_passes_and_decoding_steps_compute_each_with_their_phases_library(tiny, monkeypatch):
+    """Where MKL computes the scoring passes' products faster and oneDNN the decoding steps' (a Zen 3 EPYC),
+    a prefill keeps PyTorch's default, bit for bit, and every decoding step computes in oneDNN, also after
+    an earlier generation in the same block; the replies are those of the default throughout."""
+    model, tokenizer = tiny
+    prompts, steps = [[5, 6, 7, 8, 9], [10, 11, 12]], 4
+
+    def run():
+        state = prefill(model, prompts, tokenizer.pad_token_id)
+        return state.last_logits, generate_from(model, tokenizer, state, steps, [], eos_ids=[])
+
+    monkeypatch.setattr(linear, "onednn_pays", lambda: {"scoring": False, "decoding": False})
+    want_logits, want_replies = run()
+    monkeypatch.setattr(linear, "onednn_pays", lambda: {"scoring": False, "decoding": True})
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    with linear.onednn_linears(model):
+        for _ in range(2):
+            with torch.profiler.profile() as scoring:
+                state = prefill(model, prompts, tokenizer.pad_token_id)
+            with torch.profiler.profile() as decoding:
+                replies = generate_from(model, tokenizer, state, steps, [], eos_ids=[])
+            assert "mkldnn::_linear_pointwise" not in {e.key for e in scoring.key_averages()}
+            assert torch.equal(state.last_logits, want_logits)
+            calls = {e.key: e.count for e in decoding.key_averages()}
+            assert calls.get("mkldnn::_linear_pointwise") == (steps - 1) * len(layers) and "aten::linear" not in calls
+            assert replies == want_replies

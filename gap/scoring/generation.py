@@ -11,7 +11,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from gap.scoring.attention import attention_of, model_masks
-from gap.scoring.linear import with_onednn_linears
+from gap.scoring.linear import decoding_steps, with_onednn_linears
 from gap.scoring.prefill import Prefill, ReservedLayer, keeps_state, prefill
 
 # (before, after(inputs)) pairs called around each replayed step: a replay does not run the model's
@@ -191,7 +191,8 @@ def generate_from(model, tokenizer, state: Prefill, max_new_tokens: int, stops: 
             decoder.drop(torch.tensor(keep, device=device))
             rows, live = [rows[i] for i in keep], [True] * len(keep)
         tokens = torch.tensor([generated[r][-1] if generated[r] else eos for r in rows], device=device)
-        logits = decoder.step(tokens, torch.tensor(live, device=device))
+        with decoding_steps(model):
+            logits = decoder.step(tokens, torch.tensor(live, device=device))
     return [cut_at_stops(tokenizer.decode(g, skip_special_tokens=True), stops) for g in generated]
 
 

@@ -3,8 +3,11 @@
 PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
 not Intel's: on an AMD EPYC with AVX-512 that is half the machine's matmul rate. oneDNN, also built into
 PyTorch, picks its kernels by instruction set. Which library is faster differs even between AVX2 CPUs of
-one vendor (oneDNN on a Zen 2 EPYC, MKL on a Zen 3 one), so it is measured once per CPU kind
-(`onednn_pays`). Within `onednn_linears`, each fp32 `nn.Linear`
+one vendor (oneDNN on a Zen 2 EPYC, MKL on a Zen 3 one), and between the scoring passes' products of
+hundreds of rows and the decoding steps' of a few (a Zen 3 computes the first faster in MKL, the second
+in oneDNN), so it is measured once per CPU kind for each phase (`onednn_pays`); the decoding steps run
+within `decoding_steps`. The phase alone chooses, never a product's row count, so that an example's
+scores do not depend on its batch. Within `onednn_linears`, each fp32 `nn.Linear`
 on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
 use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
 gated MLP (Llama's, Mistral's, Qwen's, Gemma's and others': `down(act(gate(x)) * up(x))`) also computes its
@@ -29,7 +32,8 @@ PACK_ROWS = 32  # the row count oneDNN is told to pack for (a decoding step's); 
 # MLP classes whose forward is down(act(gate(x)) * up(x)) (tests/test_families.py: every family's takes this path)
 GATED_MLPS = {"LlamaMLP", "MistralMLP", "MinistralMLP", "Qwen2MLP", "Qwen3MLP", "Qwen3MoeMLP", "GemmaMLP",
               "Gemma2MLP", "Gemma3MLP", "Olmo2MLP", "Olmo3MLP", "SmolLM3MLP", "GraniteMLP", "Cohere2MLP", "StableLmMLP"}
-CPU_VERDICTS = "cpu_products.json"  # in the cache folder: per CPU kind, whether oneDNN's products are faster
+CPU_VERDICTS = "cpu_products.json"  # in the cache folder: per CPU kind and phase, whether oneDNN's products are faster
+PHASE_ROWS = {"scoring": 512, "decoding": 32}  # the rows of the product timed for each phase: a pass's, a step's
 POST_OPS = {"SiLUActivation": ("swish", ""), "SiLU": ("swish", ""), "GELUTanh": ("gelu", "tanh")}  # oneDNN's
 
 
@@ -48,13 +52,13 @@ def _cpu_name() -> str | None:
     return " ".join(fields.get(k, "?") for k in ("vendor_id", "cpu family", "model", "model name"))
 
 
-def _onednn_faster(seconds: float = 0.6, window: float = 0.05) -> bool:
-    """Whether oneDNN computes a product of 512 rows by a 1024 x 1024 fp32 weight (the scoring passes'
-    kind, most of an evaluation's time) faster than PyTorch's default: each library the best of short
-    windows, the two taking turns, so that a busy neighbour slows both alike. In fp32 whatever autocast
-    the caller runs under, and from a generator of its own: the run's random numbers stay as they were."""
+def _onednn_faster(rows: int, seconds: float = 0.6, window: float = 0.05) -> bool:
+    """Whether oneDNN computes a product of `rows` rows by a 1024 x 1024 fp32 weight faster than PyTorch's
+    default: each library the best of short windows, the two taking turns, so that a busy neighbour slows
+    both alike. In fp32 whatever autocast the caller runs under, and from a generator of its own: the
+    run's random numbers stay as they were."""
     generator = torch.Generator().manual_seed(0)
-    x, weight = torch.rand(512, 1024, generator=generator), torch.rand(1024, 1024, generator=generator)
+    x, weight = torch.rand(rows, 1024, generator=generator), torch.rand(1024, 1024, generator=generator)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
     products = {"default": lambda: nn.functional.linear(x, weight),
                 "oneDNN": lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")}
@@ -72,30 +76,37 @@ def _onednn_faster(seconds: float = 0.6, window: float = 0.05) -> bool:
 
 
 @functools.cache
-def onednn_pays() -> bool:
-    """Whether this CPU computes fp32 products faster in oneDNN than in PyTorch's default, measured once
-    per CPU kind, thread count and PyTorch version and kept in `$GAP_CACHE_DIR/cpu_products.json`, so that
-    every run on a machine computes with the same library (their scores differ by float rounding). A
-    damaged file is measured again; one that cannot be written leaves the verdict to this process."""
+def onednn_pays() -> dict[str, bool]:
+    """Per phase (`PHASE_ROWS`), whether this CPU computes its fp32 products faster in oneDNN than in
+    PyTorch's default, measured once per CPU kind, thread count and PyTorch version and kept in
+    `$GAP_CACHE_DIR/cpu_products.json`, so that every run on a machine computes with the same libraries
+    (their scores differ by float rounding). A damaged record is measured again; a file that cannot be
+    written leaves the verdicts to this process."""
     cpu = _cpu_name()
     if cpu is None or not onednn_available():  # not Linux, or no oneDNN: PyTorch's default
-        return False
+        return dict.fromkeys(PHASE_ROWS, False)
     path = Path(os.environ.get("GAP_CACHE_DIR") or Path.home() / ".cache" / "gap") / CPU_VERDICTS
     key = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     try:
         verdicts = json.loads(path.read_text())
-        if isinstance(verdicts.get(key), bool):
-            return verdicts[key]
+        kept = verdicts.get(key)
+        if isinstance(kept, dict) and kept.keys() == PHASE_ROWS.keys() and all(type(v) is bool for v in kept.values()):
+            return kept
     except (OSError, ValueError, AttributeError):
         verdicts = {}
-    verdicts[key] = _onednn_faster()
+    verdicts[key] = {phase: _onednn_faster(rows) for phase, rows in PHASE_ROWS.items()}
     with contextlib.suppress(OSError):
         write_atomic(path, json.dumps(verdicts, indent=1) + "\n")
     return verdicts[key]
 
 
 class _Packs(dict):
-    """Each layer's weight in oneDNN's layout, packed at its first use within one `onednn_linears` block."""
+    """Each layer's weight in oneDNN's layout, packed at its first use within one `onednn_linears` block,
+    and whether the products of the phase running now compute with oneDNN."""
+
+    def __init__(self, verdicts: dict[str, bool]):
+        super().__init__()
+        self.verdicts, self.onednn = verdicts, verdicts["scoring"]
 
     def of(self, linear: nn.Linear) -> torch.Tensor:
         if linear not in self:
@@ -110,7 +121,7 @@ def _default(linear: nn.Linear, x: torch.Tensor) -> bool:
 
 
 def _forward(packs: _Packs, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if _default(linear, x):
+    if not packs.onednn or _default(linear, x):
         return nn.functional.linear(x, linear.weight, linear.bias)
     return torch.ops.mkldnn._linear_pointwise(x, packs.of(linear), linear.bias, "none", [], "")
 
@@ -118,7 +129,7 @@ def _forward(packs: _Packs, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 def _gated_forward(packs: _Packs, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`down(act(gate(x)) * up(x))` with the activation and the product as post-ops of oneDNN's products."""
     gate, up = mlp.gate_proj, mlp.up_proj
-    if _default(gate, x) or _default(up, x):
+    if not packs.onednn or _default(gate, x) or _default(up, x):
         return type(mlp).forward(mlp, x)
     attr, algorithm = POST_OPS[type(mlp.act_fn).__name__]
     activated = torch.ops.mkldnn._linear_pointwise(x, packs.of(gate), gate.bias, attr, [], algorithm)
@@ -139,25 +150,41 @@ def _gated(module: nn.Module) -> bool:
 
 @contextmanager
 def onednn_linears(model):
-    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays
+    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN in the phases where that pays
     (`onednn_pays`), from weights packed once in the block: the weights must not change inside it (an
     evaluation). Nested blocks share the outermost one's packs; leaving it frees them and restores the
     model. A model with no such layer (on a GPU, in bf16) never measures the CPU (`onednn_pays`)."""
-    if getattr(model, "_onednn_active", False) or not any(map(_served, model.modules())) or not onednn_pays():
+    if getattr(model, "_onednn_packs", None) is not None or not any(map(_served, model.modules())) or \
+            not any(onednn_pays().values()):
         yield
         return
-    packs = _Packs()
+    packs = _Packs(onednn_pays())
     patched = [(m, _forward) for m in model.modules() if _served(m)] + \
         [(m, _gated_forward) for m in model.modules() if _gated(m)]
     for module, forward in patched:
         module.forward = functools.partial(forward, packs, module)
-    model._onednn_active = True
+    model._onednn_packs = packs
     try:
         yield
     finally:
-        model._onednn_active = False
+        model._onednn_packs = None
         for module, _ in patched:
             del module.forward
+
+
+@contextmanager
+def decoding_steps(model):
+    """Within the block (inside `onednn_linears`), `model`'s linear layers compute with the library measured
+    faster for decoding steps' products of a few rows; after it, with the scoring passes' again."""
+    packs = getattr(model, "_onednn_packs", None)
+    if packs is None:
+        yield
+        return
+    packs.onednn = packs.verdicts["decoding"]
+    try:
+        yield
+    finally:
+        packs.onednn = packs.verdicts["scoring"]
 
 
 def with_onednn_linears(function):

@@ -94,7 +94,9 @@ def main(cfg: DictConfig) -> None:
     if "room" in inspect.signature(prefill).parameters:  # as `converse` calls it
         kwargs["room"] = scoring.max_new_tokens
     with torch.no_grad(), onednn_linears(model):
-        score_batch(model, tokenizer, "copa", batches["copa"][0], scoring)  # first passes (and packing) unprofiled
+        # first passes and decoding steps (and each phase's packing) unprofiled
+        score_batch(model, tokenizer, "copa", batches["copa"][0], scoring)
+        generate_from(model, tokenizer, prefill(model, [items[0].context], tokenizer.pad_token_id), 2, [])
         report(f"scoring ({task})", *profiled(lambda: [score_batch(model, tokenizer, task, b, scoring)
                                                        for b in batches[task]]))
         report(f"prefill ({dialogue}, {len(items)} prompts with their targets)",

@@ -17,7 +17,7 @@ from transformers import DynamicCache
 
 from bench.evaluation import matmul_rates, read_rate
 from gap.modules.loading import load_pretrained
-from gap.scoring.linear import decoding_steps, onednn_linears
+from gap.scoring.linear import onednn_linears
 from gap.scoring.prefill import ReservedLayer
 
 
@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> None:
     projections = [getattr(block.self_attn, name) for block in blocks
                    for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
     head = model.get_output_embeddings()
-    with onednn_linears(model), decoding_steps(model):  # as the engine's steps compute
+    with onednn_linears(model, "decoding"):  # as the engine's steps compute
         def step():  # the same column rewritten: every step over `width` cached positions
             for layer in cache.layers:
                 layer.length = width

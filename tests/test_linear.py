@@ -111,7 +111,8 @@ def test_a_model_without_fp32_cpu_linears_never_measures_the_cpu(fresh_tiny_mode
 def test_scoring_passes_and_decoding_steps_compute_each_with_their_phases_library(tiny, monkeypatch):
     """Where MKL computes the scoring passes' products faster and oneDNN the decoding steps' (a Zen 3 EPYC),
     a prefill keeps PyTorch's default, bit for bit, and every decoding step computes in oneDNN, also after
-    an earlier generation in the same block; the replies are those of the default throughout."""
+    an earlier generation in the same block, which computes in its own phase again after each; the replies
+    are those of the default throughout."""
     model, tokenizer = tiny
     prompts, steps = [[5, 6, 7, 8, 9], [10, 11, 12]], 4
 
@@ -134,3 +135,6 @@ def test_scoring_passes_and_decoding_steps_compute_each_with_their_phases_librar
             calls = {e.key: e.count for e in decoding.key_averages()}
             assert calls.get("mkldnn::_linear_pointwise") == (steps - 1) * len(layers) and "aten::linear" not in calls
             assert replies == want_replies
+            with torch.profiler.profile() as after, torch.no_grad():  # the block's own phase again
+                model(input_ids=torch.tensor(prompts[:1]))
+            assert "mkldnn::_linear_pointwise" not in {e.key for e in after.key_averages()}

@@ -25,7 +25,7 @@ class Scoring:
     max_batch_tokens: int | None = None  # most padded tokens in one pass of requests scored one by one
 
 
-@with_onednn_linears
+@with_onednn_linears("scoring")
 def score_batch(model, tokenizer, task: str, items: list, scoring: Scoring) -> list[dict]:
     """Per-example records of one batch of a task's items (`gap.data.evaluation.EvalItem`)."""
     if TASKS[task].scored:
@@ -93,7 +93,7 @@ def converse(model, tokenizer, items: list, scoring: Scoring) -> list[dict]:
             for it, lls, reply in zip(items, token_lls, replies)]
 
 
-@with_onednn_linears
+@with_onednn_linears("scoring")
 def evaluate(model, tokenizer, batches: dict[str, list[list]], scoring: Scoring) -> dict[str, list[dict]]:
     """Every task's records in example order, from its batches of items: the evaluation without a
     Trainer (the benchmarks; a single process)."""

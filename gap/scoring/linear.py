@@ -2,18 +2,18 @@
 
 PyTorch computes an fp32 `nn.Linear` on the CPU with MKL, and MKL takes its AVX2 kernels on CPUs that are
 not Intel's: on an AMD EPYC with AVX-512 that is half the machine's matmul rate. oneDNN, also built into
-PyTorch, picks its kernels by instruction set. Which library is faster differs even between AVX2 CPUs of
-one vendor (oneDNN on a Zen 2 EPYC, MKL on a Zen 3 one), and between the scoring passes' products of
-hundreds of rows and the decoding steps' of a few (a Zen 3 computes the first faster in MKL, the second
-in oneDNN), so it is measured once per CPU kind for each phase (`onednn_pays`); the decoding steps run
-within `decoding_steps`. The phase alone chooses, never a product's row count, so that an example's
-scores do not depend on its batch. Within `onednn_linears`, each fp32 `nn.Linear`
-on the CPU computes with oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first
-use in the block, so that a decoding step's products of a few rows run near the rate of large ones. A
-gated MLP (Llama's, Mistral's, Qwen's, Gemma's and others': `down(act(gate(x)) * up(x))`) also computes its
-activation and product inside oneDNN's products (post-ops) instead of two more passes over its widest
-activations. The sums are the same products in another order: scores agree with MKL's to float rounding.
-Autograd, autocast and other dtypes keep `F.linear`.
+PyTorch, picks its kernels by instruction set. Which library is faster differs even between AVX2 CPUs of one
+vendor (oneDNN on a Zen 2 EPYC, MKL on a Zen 3 one), and between the scoring passes' products of hundreds of
+rows and the decoding steps' of a few (a Zen 3 computes the first faster in MKL, the second in oneDNN), so
+it is measured once per CPU kind for each phase (`onednn_pays`), and each block of work names its phase
+(`onednn_linears(model, phase)`). The phase alone chooses, never a product's row count, so that an example's
+scores do not depend on its batch. Within `onednn_linears`, each fp32 `nn.Linear` on the CPU computes with
+oneDNN from a copy of its weight packed in oneDNN's blocked layout at its first use in the block, so that a
+decoding step's products of a few rows run near the rate of large ones. A gated MLP (Llama's, Mistral's,
+Qwen's, Gemma's and others': `down(act(gate(x)) * up(x))`) also computes its activation and product inside
+oneDNN's products (post-ops) instead of two more passes over its widest activations. The sums are the same
+products in another order: scores agree with MKL's to float rounding. Autograd, autocast and other dtypes
+keep `F.linear`.
 """
 import contextlib
 import functools
@@ -104,9 +104,9 @@ class _Packs(dict):
     """Each layer's weight in oneDNN's layout, packed at its first use within one `onednn_linears` block,
     and whether the products of the phase running now compute with oneDNN."""
 
-    def __init__(self, verdicts: dict[str, bool]):
+    def __init__(self, verdicts: dict[str, bool], phase: str):
         super().__init__()
-        self.verdicts, self.onednn = verdicts, verdicts["scoring"]
+        self.verdicts, self.onednn = verdicts, verdicts[phase]
 
     def of(self, linear: nn.Linear) -> torch.Tensor:
         if linear not in self:
@@ -149,16 +149,24 @@ def _gated(module: nn.Module) -> bool:
 
 
 @contextmanager
-def onednn_linears(model):
-    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN in the phases where that pays
-    (`onednn_pays`), from weights packed once in the block: the weights must not change inside it (an
-    evaluation). Nested blocks share the outermost one's packs; leaving it frees them and restores the
-    model. A model with no such layer (on a GPU, in bf16) never measures the CPU (`onednn_pays`)."""
-    if getattr(model, "_onednn_packs", None) is not None or not any(map(_served, model.modules())) or \
-            not any(onednn_pays().values()):
+def onednn_linears(model, phase: str = "scoring"):
+    """Within the block, `model`'s fp32 CPU linear layers compute with oneDNN where that pays for the
+    products of `phase` (`onednn_pays`: "scoring" passes, "decoding" steps), from weights packed once in the
+    outermost block: the weights must not change inside it (an evaluation). A nested block shares its packs
+    and computes in its own phase's library until it ends; leaving the outermost frees the packs and
+    restores the model. A model with no such layer (on a GPU, in bf16) never measures the CPU."""
+    packs = getattr(model, "_onednn_packs", None)
+    if packs is not None:
+        before, packs.onednn = packs.onednn, packs.verdicts[phase]
+        try:
+            yield
+        finally:
+            packs.onednn = before
+        return
+    if not any(map(_served, model.modules())) or not any(onednn_pays().values()):
         yield
         return
-    packs = _Packs(onednn_pays())
+    packs = _Packs(onednn_pays(), phase)
     patched = [(m, _forward) for m in model.modules() if _served(m)] + \
         [(m, _gated_forward) for m in model.modules() if _gated(m)]
     for module, forward in patched:
@@ -172,25 +180,12 @@ def onednn_linears(model):
             del module.forward
 
 
-@contextmanager
-def decoding_steps(model):
-    """Within the block (inside `onednn_linears`), `model`'s linear layers compute with the library measured
-    faster for decoding steps' products of a few rows; after it, with the scoring passes' again."""
-    packs = getattr(model, "_onednn_packs", None)
-    if packs is None:
-        yield
-        return
-    packs.onednn = packs.verdicts["decoding"]
-    try:
-        yield
-    finally:
-        packs.onednn = packs.verdicts["scoring"]
-
-
-def with_onednn_linears(function):
-    """`function(model, ...)` run within `onednn_linears(model)`."""
-    @functools.wraps(function)
-    def wrapped(model, *args, **kwargs):
-        with onednn_linears(model):
-            return function(model, *args, **kwargs)
-    return wrapped
+def with_onednn_linears(phase: str):
+    """A decorator: `function(model, ...)` run within `onednn_linears(model, phase)`."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapped(model, *args, **kwargs):
+            with onednn_linears(model, phase):
+                return function(model, *args, **kwargs)
+        return wrapped
+    return decorate

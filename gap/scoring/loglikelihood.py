@@ -16,7 +16,7 @@ def fits(context: list[int], continuations: list[list[int]], max_length: int) ->
     return len(context) + max(len(c) for c in continuations) <= max_length
 
 
-@with_onednn_linears
+@with_onednn_linears("scoring")
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
                           max_tokens: int | None = None, logits_budget: int = LOGITS_BUDGET,
                           greedy: bool = False) -> list:
@@ -103,7 +103,7 @@ def per_request(requests: list[tuple[list[int], list[list[int]]]], flat: list) -
     return [[next(scores) for _ in choices] for _, choices in requests]
 
 
-@with_onednn_linears
+@with_onednn_linears("scoring")
 @torch.no_grad()
 def choice_logprobs(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int, max_length: int,
                     share_context: bool = True, max_tokens: int | None = None, greedy: bool = False,

@@ -72,7 +72,7 @@ class Prefill:
     target_logprobs: list[list[float]]  # per row, the log-probability of each teacher-forced target token
 
 
-@with_onednn_linears
+@with_onednn_linears("scoring")
 @torch.no_grad()
 def prefill(model, contexts: list[list[int]], pad_id: int, targets: list[list[int]] | None = None,
             max_tokens: int | None = None, fill: float | None = FILL, logits_budget: int = LOGITS_BUDGET,

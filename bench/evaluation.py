@@ -2,7 +2,7 @@
 per phase also the weight-read bound; and the dialogue tasks through transformers' own `generate`.
 
     python -m bench.evaluation [eval overrides]       # default: embedded model, 32 examples per task
-    python -m bench.evaluation +against=COMMIT +repeat=3   # that engine, then this one: each task's best of 3
+    python -m bench.evaluation +against=COMMIT +repeat=3   # both engines by turns: each task's best of 3
 
 Writes `bench/results.json` and a markdown table. Model FLOPs are counted from what the engine really
 sends through the model (a forward hook), as model FLOP utilisation is usually defined (and as the issue
@@ -19,6 +19,7 @@ phase comes to that bound. The yardstick that holds on any machine: the same dia
 compared with the engine's.
 """
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -52,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("scoring", "generation")
 COUNTS = ("seconds", "tokens", "positions", "flops", "passes")
 YARDSTICK_BATCH = 32
+TURNS = "GAP_BENCH_TURNS"  # set for an engine run by `+against`: its turn pipes (`engine_at`)
 
 
 def matmul_rates(device: str = "cpu", dtype=torch.float32, seconds: float = 4.0,
@@ -306,11 +308,14 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
     return "\n".join(lines)
 
 
-def engine_at(commit: str, out: Path) -> dict:
-    """This benchmark, with the overrides it was given, run on the engine of `commit`: checked out into a
-    temporary git worktree whose `gap` package comes first on the path (this file measures it, so both
-    engines are counted alike); without the yardstick, and in the process settings that engine had (this
-    `gap` sets THP_MEM_ALLOC_ENABLE for itself). Its report."""
+@contextlib.contextmanager
+def engine_at(commit: str, out: Path):
+    """This benchmark, with the overrides it was given, run on the engine of `commit` in a process of its
+    own: checked out into a temporary git worktree whose `gap` package comes first on the path (this file
+    measures it, so both engines are counted alike); without the yardstick, and in the process settings
+    that engine had (this `gap` sets THP_MEM_ALLOC_ENABLE for itself). Yields `turn(last)`: that engine
+    runs the tasks once while this process waits, and after its `last` run, it returns its report. The
+    engines take turns, so that a machine that slows down during the bench slows both alike."""
     overrides = [o for o in HydraConfig.get().overrides.task
                  if o.lstrip("+").split("=")[0] not in ("against", "bench_out", "yardstick", "hydra.run.dir")]
     environ = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
@@ -318,13 +323,38 @@ def engine_at(commit: str, out: Path) -> dict:
         tree = Path(tmp) / "engine"
         git = ["git", "-C", str(ROOT), "worktree"]
         subprocess.run([*git, "add", "--quiet", "--detach", str(tree), commit], check=True)
+        go_read, go = os.pipe()
+        done, done_write = os.pipe()
+        child = subprocess.Popen([sys.executable, __file__, *overrides, f"++bench_out={out}", "++yardstick=false",
+                                  f"hydra.run.dir={tmp}/run"], cwd=ROOT, pass_fds=(go_read, done_write),
+                                 env={**environ, "PYTHONPATH": str(tree), TURNS: f"{go_read},{done_write}"})
+        os.close(go_read)
+        os.close(done_write)
+
+        def turn(last: bool) -> dict | None:
+            with contextlib.suppress(BrokenPipeError):  # it ended: its exit status says why
+                os.write(go, b"g")
+                if not last and os.read(done, 1):
+                    return None
+            if child.wait() or not last:
+                raise RuntimeError(f"the engine of {commit} ended before its runs did (exit {child.returncode})")
+            return json.loads(out.read_text())
+
         try:
-            subprocess.run([sys.executable, __file__, *overrides, f"++bench_out={out}", "++yardstick=false",
-                            f"hydra.run.dir={tmp}/run"], env={**environ, "PYTHONPATH": str(tree)}, cwd=ROOT,
-                           check=True)
+            yield turn
         finally:
+            child.kill()
+            child.wait()
+            os.close(go)
+            os.close(done)
             subprocess.run([*git, "remove", "--force", str(tree)], check=True)
-    return json.loads(out.read_text())
+
+
+def turns_taken() -> tuple[int, int] | None:
+    """In an engine run by `engine_at`: the pipes it takes its turns through (the go it waits for before
+    each run of the tasks, the done it writes after each but the last); else None."""
+    fds = os.environ.pop(TURNS, None)
+    return tuple(map(int, fds.split(","))) if fds else None
 
 
 def fastest(runs: list[dict]) -> dict:
@@ -383,32 +413,45 @@ def main(cfg: DictConfig) -> None:
     check_config(cfg)
     examples, _, _ = read_inputs(cfg)
     out = Path(cfg.get("bench_out") or ROOT / "bench" / "results.json")  # `+bench_out=`: scripts/gpu_check.sh
-    against = cfg.get("against")  # `+against=COMMIT`: that engine first, in the same run
+    against = cfg.get("against")  # `+against=COMMIT`: that engine too, in the same run, taking turns with this one
     repeat = cfg.get("repeat", 1)  # `+repeat=N`: the tasks N times (each engine), each task's fastest run kept
     if type(repeat) is not int or repeat < 1:
         raise SystemExit(f"error: +repeat={repeat} is not valid: the number of runs of each engine, 1 or more")
+    rate_seconds = cfg.get("rate_seconds", 4.0)  # `+rate_seconds=`: how long each of the machine's rates is measured
+    if type(rate_seconds) not in (int, float) or rate_seconds <= 0:
+        raise SystemExit(f"error: +rate_seconds={rate_seconds} is not valid: seconds, more than 0 (default 4)")
+    rates_now = functools.partial(matmul_rates, seconds=rate_seconds, window=min(1.0, rate_seconds / 4))
     others, start = others_cpu_seconds(), time.perf_counter()
-    old = engine_at(str(against), out.with_suffix(".against.json")) if against else None
-    L.seed_everything(cfg.seed, verbose=False)
-    started = time.perf_counter()
-    tokenizer, model = load_pretrained(cfg.model)
-    model.eval()
-    device, dtype = compute_setting(cfg.trainer, model)
-    model.to(device)
-    counter = FlopCounter(model, device)
-    data = make_evaldata(cfg, examples, tokenizer)
-    batches = data.item_batches()
-    runs, measured = [], []
-    for _ in range(repeat):
-        measured.append(matmul_rates(device, dtype))  # before and after each run of the tasks
-        counter.reset()
-        with onednn_linears(model):
-            rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
-        runs.append({"tasks": rows, "phases": counter.phases, "kv_bytes": counter.kv_bytes})
-        measured.append(matmul_rates(device, dtype))
+    turns = turns_taken()
+    with engine_at(str(against), out.with_suffix(".against.json")) if against else contextlib.nullcontext() as turn:
+        L.seed_everything(cfg.seed, verbose=False)
+        started = time.perf_counter()
+        tokenizer, model = load_pretrained(cfg.model)
+        model.eval()
+        device, dtype = compute_setting(cfg.trainer, model)
+        model.to(device)
+        counter = FlopCounter(model, device)
+        data = make_evaldata(cfg, examples, tokenizer)
+        batches = data.item_batches()
+        runs, measured = [], []
+        for n in range(repeat):
+            last = n == repeat - 1
+            old = turn(last) if turn else None  # the engine of `against` runs first, this one waits
+            if turns:
+                os.read(turns[0], 1)
+            began = time.time()
+            measured.append(rates_now(device, dtype))  # before and after each run of the tasks
+            counter.reset()
+            with onednn_linears(model):
+                rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
+            measured.append(rates_now(device, dtype))
+            runs.append({"tasks": rows, "phases": counter.phases, "kv_bytes": counter.kv_bytes,
+                         "span": [began, time.time()]})
+            if turns and not last:
+                os.write(turns[1], b"d")
     rates = {k: max(m[k] for m in measured) for k in measured[0]}
     peak = max(rates.values())
-    bandwidth = read_rate(device)
+    bandwidth = read_rate(device, seconds=min(3.0, rate_seconds))
     counter.remove()
     best = fastest(runs)
     rows, phases = with_groups(best["tasks"]), best["phases"]
@@ -421,7 +464,7 @@ def main(cfg: DictConfig) -> None:
               "precision": str(cfg.trainer.precision), "matmul_flops_per_s": peak, "matmul_rates": rates,
               "read_bytes_per_s": bandwidth, "weight_bytes": counter.weight_bytes, "resources": used, "tasks": rows,
               "phases": phases, "kv_cache_bytes_read": best["kv_bytes"], "yardstick": yardstick,
-              "others_cpu_share": others}
+              "others_cpu_share": others, "runs": [run["span"] for run in runs]}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"model {cfg.model.name}, {cfg.eval.limit} examples per task, {name}, precision "
           f"{cfg.trainer.precision}, {str(dtype).removeprefix('torch.')} matmul {peak / 1e12:.2f} TFLOP/s ("

@@ -1,4 +1,6 @@
 """The evaluation engine against plain references: batching, padding and order must not change results."""
+import json
+
 import pytest
 import torch
 
@@ -19,7 +21,7 @@ from gap.scoring.loglikelihood import (
     packed_pass,
 )
 from gap.scoring.prefill import prefill
-from tests.helpers import largest_difference
+from tests.helpers import gap, largest_difference
 
 
 def reference_logprobs(model, context, continuation):
@@ -401,6 +403,22 @@ def test_repeated_benchmark_runs_keep_each_tasks_fastest_and_sum_groups_over_the
     runs[1]["tasks"]["piqa"]["predictions"] = ["b"]
     with pytest.raises(RuntimeError, match="piqa"):
         fastest(runs)
+
+
+def test_benchmark_against_another_engine_takes_turns_with_it(tmp_path):
+    """`make bench +against=COMMIT +repeat=2`: that engine (here the last commit's, in a process of its own)
+    and this one run the tasks by turns, never at once, so that a machine that slows down during the bench
+    slows both alike; both engines' predictions compared."""
+    out = tmp_path / "bench.json"
+    result = gap("bench.evaluation", "logger=none", "model=tiny-random", "eval.limit=2",
+                 "tasks.include=[copa,empathetic_dialogues]", "+against=HEAD", "+repeat=2", "+yardstick=false",
+                 "+rate_seconds=0.2", f"+bench_out={out}", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    spans = sorted([(*span, "against") for span in json.loads(out.with_suffix(".against.json").read_text())["runs"]]
+                   + [(*span, "this") for span in json.loads(out.read_text())["runs"]])
+    assert [engine for *_, engine in spans] == ["against", "this", "against", "this"]
+    assert all(end <= next_start for (_, end, _), (next_start, _, _) in zip(spans, spans[1:]))
+    assert "identical predictions and replies: 4/4" in result.stdout
 
 
 def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_from_generation(fresh_tiny_model):

@@ -105,6 +105,24 @@ def others_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK") - (own.user + own.system + own.children_user + own.children_system)
 
 
+class Others:
+    """CPU seconds other processes used while this one measured (`during`: its runs of the tasks and the
+    yardstick, not the other engine's turns, when this one waits), as a share of the machine's CPUs."""
+
+    def __init__(self):
+        self.cpu = self.wall = 0.0
+
+    @contextlib.contextmanager
+    def during(self):
+        cpu, wall = others_cpu_seconds(), time.perf_counter()
+        yield
+        self.cpu += others_cpu_seconds() - cpu
+        self.wall += time.perf_counter() - wall
+
+    def share(self) -> float:
+        return self.cpu / max(self.wall * os.cpu_count(), 1e-9)
+
+
 def read_rate(device: str = "cpu", megabytes: int = 512, seconds: float = 3.0) -> float:
     """Memory read rate of the device in bytes/s: the best of repeated sums over a tensor about the size
     of a small model's weights (far larger than any cache), so that a busy neighbour lowers it less."""
@@ -421,7 +439,7 @@ def main(cfg: DictConfig) -> None:
     if type(rate_seconds) not in (int, float) or rate_seconds <= 0:
         raise SystemExit(f"error: +rate_seconds={rate_seconds} is not valid: seconds, more than 0 (default 4)")
     rates_now = functools.partial(matmul_rates, seconds=rate_seconds, window=min(1.0, rate_seconds / 4))
-    others, start = others_cpu_seconds(), time.perf_counter()
+    others = Others()
     turns = turns_taken()
     with engine_at(str(against), out.with_suffix(".against.json")) if against else contextlib.nullcontext() as turn:
         L.seed_everything(cfg.seed, verbose=False)
@@ -440,11 +458,13 @@ def main(cfg: DictConfig) -> None:
             if turns:
                 os.read(turns[0], 1)
             began = time.time()
-            measured.append(rates_now(device, dtype))  # before and after each run of the tasks
-            counter.reset()
-            with onednn_linears(model):
-                rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter) for task in data.tasks}
-            measured.append(rates_now(device, dtype))
+            with others.during():
+                measured.append(rates_now(device, dtype))  # before and after each run of the tasks
+                counter.reset()
+                with onednn_linears(model):
+                    rows = {task: bench_task(model, tokenizer, task, batches[task], cfg, counter)
+                            for task in data.tasks}
+                measured.append(rates_now(device, dtype))
             runs.append({"tasks": rows, "phases": counter.phases, "kv_bytes": counter.kv_bytes,
                          "span": [began, time.time()]})
             if turns and not last:
@@ -455,9 +475,10 @@ def main(cfg: DictConfig) -> None:
     counter.remove()
     best = fastest(runs)
     rows, phases = with_groups(best["tasks"]), best["phases"]
-    yardstick = {task: generate_yardstick(model, tokenizer, data.items[task], cfg)
-                 for task in data.tasks if not TASKS[task].scored and cfg.get("yardstick", True)}
-    others = (others_cpu_seconds() - others) / ((time.perf_counter() - start) * os.cpu_count())
+    with others.during():
+        yardstick = {task: generate_yardstick(model, tokenizer, data.items[task], cfg)
+                     for task in data.tasks if not TASKS[task].scored and cfg.get("yardstick", True)}
+    others = others.share()
     used = resources(started)  # the GPU's name and peak memory when one was used
     name = used.get("device", f"cpu ({torch.get_num_threads()} threads)")
     report = {"model": cfg.model.name, "limit": cfg.eval.limit, "device": name,
@@ -492,7 +513,7 @@ def main(cfg: DictConfig) -> None:
     if old:
         print()
         print(against_table(old, report, str(against)))
-    print(f"other processes used {others:.0%} of this machine's CPUs while it ran"
+    print(f"other processes used {others:.0%} of this machine's CPUs while it measured"
           + (": its times are theirs too, run it again on a quiet machine" if others > 0.05 else ""))
     print(f"written: {out}")
 

@@ -326,6 +326,21 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
     return "\n".join(lines)
 
 
+def decoding_line(decoding: dict, rows: dict, tokenizer, peak: float, weight_bytes: float, kv_bytes: float,
+                  bandwidth: float) -> str:
+    """Decoding's reply tokens/s and its time a step against the step's compute and memory bounds."""
+    seconds, steps = max(decoding["seconds"], 1e-9), decoding["passes"]
+    replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
+                  for task, row in rows.items() if task in TASKS and not TASKS[task].scored
+                  for reply in row["predictions"])
+    compute_bound = decoding["flops"] / peak
+    memory_bound = (steps * weight_bytes + kv_bytes) / bandwidth
+    return (f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms "
+            f"a step ({decoding['tokens'] / steps:.1f} rows): {seconds / compute_bound:.2f}x its compute bound "
+            f"({compute_bound / steps * 1e3:.0f} ms: its FLOPs at the matmul peak), {seconds / memory_bound:.2f}x its "
+            f"memory bound ({memory_bound / steps * 1e3:.0f} ms: the weights and the KV cache read once)")
+
+
 @contextlib.contextmanager
 def engine_at(commit: str, out: Path):
     """This benchmark, with the overrides it was given, run on the engine of `commit` in a process of its
@@ -355,7 +370,7 @@ def engine_at(commit: str, out: Path):
                 if not last and os.read(done, 1):
                     return None
             if child.wait() or not last:
-                raise RuntimeError(f"the engine of {commit} ended before its runs did (exit {child.returncode})")
+                raise RuntimeError(f"the engine of {commit} stopped with exit {child.returncode} (its output says why)")
             return json.loads(out.read_text())
 
         try:
@@ -498,15 +513,8 @@ def main(cfg: DictConfig) -> None:
     print(f"weights {counter.weight_bytes / 1e9:.2f} GB: {weight_read_s * 1e3:.1f} ms to read once")
     print(phase_table(phases, rows["**all**"]["seconds"], peak, weight_read_s))
     decoding = phases["generation"]
-    seconds, steps = max(decoding["seconds"], 1e-9), max(decoding["passes"], 1)
-    replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
-                  for t in best["tasks"] if not TASKS[t].scored for reply in rows[t]["predictions"])
-    compute_bound = decoding["flops"] / peak
-    memory_bound = (steps * counter.weight_bytes + best["kv_bytes"]) / bandwidth
-    print(f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms a "
-          f"step ({decoding['tokens'] / steps:.1f} rows): {seconds / compute_bound:.2f}x its compute bound "
-          f"({compute_bound / steps * 1e3:.0f} ms: its FLOPs at the matmul peak), {seconds / memory_bound:.2f}x its "
-          f"memory bound ({memory_bound / steps * 1e3:.0f} ms: the weights and the KV cache read once)")
+    if decoding["passes"]:  # dialogue tasks were decoded
+        print(decoding_line(decoding, rows, tokenizer, peak, counter.weight_bytes, best["kv_bytes"], bandwidth))
     if yardstick:
         print()
         print(yardstick_table(rows, yardstick))

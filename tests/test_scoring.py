@@ -421,6 +421,15 @@ def test_benchmark_against_another_engine_takes_turns_with_it(tmp_path):
     assert "identical predictions and replies: 4/4" in result.stdout
 
 
+def test_benchmark_of_classification_tasks_alone_reports_no_decoding(tmp_path):
+    """`make bench` over classification tasks only: no decoding step to report (it divided by zero)."""
+    result = gap("bench.evaluation", "logger=none", "model=tiny-random", "eval.limit=2", "tasks.include=[copa]",
+                 "+yardstick=false", "+rate_seconds=0.2", f"+bench_out={tmp_path / 'bench.json'}", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| copa |" in result.stdout and "decoding:" not in result.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["phases"]["generation"]["passes"] == 0
+
+
 def test_flop_counter_reads_real_tokens_and_attended_pairs_and_splits_scoring_from_generation(fresh_tiny_model):
     from bench.evaluation import FlopCounter
 

@@ -429,6 +429,8 @@ def against_table(old: dict, new: dict, commit: str) -> str:
         lines.append(f"| {name} | {before:.1f} | {r['seconds']:.1f} | {before / r['seconds']:.2f}x |")
     for name, r in new["phases"].items():
         before = old["phases"][name]["seconds"]
+        if not (before or r["seconds"]):  # no dialogue task: no decoding
+            continue
         lines.append(f"| {name} (model time) | {before:.1f} | {r['seconds']:.1f} | "
                      f"{before / max(r['seconds'], 1e-9):.2f}x |")
     tasks = [t for t in new["tasks"] if not t.startswith("**")]

@@ -452,6 +452,9 @@ def main(cfg: DictConfig) -> None:
     repeat = cfg.get("repeat", 1)  # `+repeat=N`: the tasks N times (each engine), each task's fastest run kept
     if type(repeat) is not int or repeat < 1:
         raise SystemExit(f"error: +repeat={repeat} is not valid: the number of runs of each engine, 1 or more")
+    if against and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}"],
+                                  capture_output=True).returncode:
+        raise SystemExit(f"error: +against={against} is not valid: a commit of this repository ({ROOT})")
     rate_seconds = cfg.get("rate_seconds", 4.0)  # `+rate_seconds=`: how long each of the machine's rates is measured
     if type(rate_seconds) not in (int, float) or rate_seconds <= 0:
         raise SystemExit(f"error: +rate_seconds={rate_seconds} is not valid: seconds, more than 0 (default 4)")

@@ -421,6 +421,14 @@ def test_benchmark_against_another_engine_takes_turns_with_it(tmp_path):
     assert "identical predictions and replies: 4/4" in result.stdout
 
 
+@pytest.mark.parametrize("override", ["+against=no-such-commit", "+repeat=0", "+rate_seconds=-1"])
+def test_benchmark_refuses_a_bad_value_in_one_line_before_loading_a_model(tmp_path, override):
+    result = gap("bench.evaluation", "logger=none", "model=tiny-random", override, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert f"error: {override} is not valid" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and not (tmp_path / "bench.json").exists()
+
+
 def test_benchmark_of_classification_tasks_alone_reports_no_decoding(tmp_path):
     """`make bench` over classification tasks only: no decoding step to report (it divided by zero)."""
     result = gap("bench.evaluation", "logger=none", "model=tiny-random", "eval.limit=2", "tasks.include=[copa]",

@@ -326,13 +326,13 @@ def yardstick_table(rows: dict, yardstick: dict) -> str:
     return "\n".join(lines)
 
 
-def decoding_line(decoding: dict, rows: dict, tokenizer, peak: float, weight_bytes: float, kv_bytes: float,
+def decoding_line(decoding: dict, tasks: dict, tokenizer, peak: float, weight_bytes: float, kv_bytes: float,
                   bandwidth: float) -> str:
-    """Decoding's reply tokens/s and its time a step against the step's compute and memory bounds."""
+    """Decoding's reply tokens/s (over the dialogue tasks' rows in `tasks`) and its time a step against the
+    step's compute and memory bounds."""
     seconds, steps = max(decoding["seconds"], 1e-9), decoding["passes"]
     replies = sum(len(tokenizer(reply, add_special_tokens=False).input_ids)
-                  for task, row in rows.items() if task in TASKS and not TASKS[task].scored
-                  for reply in row["predictions"])
+                  for task, row in tasks.items() if not TASKS[task].scored for reply in row["predictions"])
     compute_bound = decoding["flops"] / peak
     memory_bound = (steps * weight_bytes + kv_bytes) / bandwidth
     return (f"decoding: {replies / seconds:.0f} reply tokens/s over {steps:.0f} steps, {seconds / steps * 1e3:.0f} ms "
@@ -460,8 +460,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"error: +rate_seconds={rate_seconds} is not valid: seconds, more than 0 (default 4)")
     rates_now = functools.partial(matmul_rates, seconds=rate_seconds, window=min(1.0, rate_seconds / 4))
     others = Others()
-    turns = turns_taken()
-    with engine_at(str(against), out.with_suffix(".against.json")) if against else contextlib.nullcontext() as turn:
+    my_turns = turns_taken()
+    with engine_at(str(against), out.with_suffix(".against.json")) if against else contextlib.nullcontext() as other:
         L.seed_everything(cfg.seed, verbose=False)
         started = time.perf_counter()
         tokenizer, model = load_pretrained(cfg.model)
@@ -474,9 +474,9 @@ def main(cfg: DictConfig) -> None:
         runs, measured = [], []
         for n in range(repeat):
             last = n == repeat - 1
-            old = turn(last) if turn else None  # the engine of `against` runs first, this one waits
-            if turns:
-                os.read(turns[0], 1)
+            old = other(last) if other else None  # the engine of `against` runs first, this one waits
+            if my_turns:  # this is that engine: it waits for its turn
+                os.read(my_turns[0], 1)
             began = time.time()
             with others.during():
                 measured.append(rates_now(device, dtype))  # before and after each run of the tasks
@@ -487,8 +487,8 @@ def main(cfg: DictConfig) -> None:
                 measured.append(rates_now(device, dtype))
             runs.append({"tasks": rows, "phases": counter.phases, "kv_bytes": counter.kv_bytes,
                          "span": [began, time.time()]})
-            if turns and not last:
-                os.write(turns[1], b"d")
+            if my_turns and not last:
+                os.write(my_turns[1], b"d")
     rates = {k: max(m[k] for m in measured) for k in measured[0]}
     peak = max(rates.values())
     bandwidth = read_rate(device, seconds=min(3.0, rate_seconds))
@@ -519,7 +519,8 @@ def main(cfg: DictConfig) -> None:
     print(phase_table(phases, rows["**all**"]["seconds"], peak, weight_read_s))
     decoding = phases["generation"]
     if decoding["passes"]:  # dialogue tasks were decoded
-        print(decoding_line(decoding, rows, tokenizer, peak, counter.weight_bytes, best["kv_bytes"], bandwidth))
+        print(decoding_line(decoding, best["tasks"], tokenizer, peak, counter.weight_bytes, best["kv_bytes"],
+                            bandwidth))
     if yardstick:
         print()
         print(yardstick_table(rows, yardstick))
